@@ -1,0 +1,67 @@
+# ironlb — see README.md. Every target works on a fresh Debian machine with Go; targets
+# that need Debian packages install them (as root) or say exactly what is missing.
+
+SHELL := /bin/bash
+GO ?= go
+CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
+DEB_PACKAGES := iproute2 iptables frr bird2 arping curl tcpdump
+FUZZTIME ?= 5s
+KEEP ?=
+
+.PHONY: all build test unit fuzz e2e bench generate verify-generate lint deps lab-binaries demo lab-clean clean
+
+all: build
+
+## build: the binaries into bin/
+build:
+	$(GO) build -o bin/ ./cmd/...
+
+## test: unit tests (race), short fuzz runs, then the lab e2e suites (real kube-apiserver, etcd, network namespaces; skipped with one line when not root)
+test: lint unit fuzz e2e
+
+unit:
+	$(GO) test -race -count=1 ./...
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParseRange$$' -fuzztime $(FUZZTIME) ./allocator/
+	$(GO) test -run '^$$' -fuzz '^FuzzRequestFor$$' -fuzztime $(FUZZTIME) ./allocator/
+
+e2e: deps lab-binaries build
+	cd test && IRONLB_BIN=$(CURDIR)/bin $(GO) test -p 1 -count=1 -timeout 40m ./...
+
+## bench: allocator benchmarks (figures recorded in docs/benchmarks.md)
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./allocator/
+
+## generate: deepcopy and CRD YAML from api/ with a pinned controller-gen
+generate:
+	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/... \
+		crd:crdVersions=v1 output:crd:artifacts:config=deploy/crds
+
+verify-generate: generate
+	@git diff --exit-code -- api deploy/crds || { echo "generated files are stale: run 'make generate' and commit"; exit 1; }
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	cd test && $(GO) vet ./...
+
+## deps: Debian packages the lab needs (installed when root, else listed)
+deps:
+	@hack/deps.sh $(DEB_PACKAGES)
+
+## lab-binaries: build (once, cached by version) kube-apiserver, etcd and the pod server
+lab-binaries:
+	cd test && $(GO) run ./tools/buildbins
+
+## demo: the lab with a real control plane, 3 nodes and a router; an IPPool and the nginx Service get their VIP. KEEP=1 leaves it up.
+demo: deps lab-binaries build
+	cd test && IRONLB_BIN=$(CURDIR)/bin $(GO) run ./cmd/demo $(if $(KEEP),--keep)
+
+## lab-clean: remove leftovers of crashed lab runs (only network namespaces and links named ilb*)
+lab-clean:
+	cd test && $(GO) run ./cmd/labclean
+
+clean:
+	rm -rf bin

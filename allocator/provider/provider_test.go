@@ -1,0 +1,422 @@
+package provider_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/wait"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/fake"
+	servicecontroller "k8s.io/cloud-provider/controllers/service"
+	servicehelper "k8s.io/cloud-provider/service/helpers"
+	"k8s.io/component-base/featuregate"
+	controllersmetrics "k8s.io/component-base/metrics/prometheus/controllers"
+
+	"github.com/ironlb/ironlb/allocator"
+	"github.com/ironlb/ironlb/allocator/provider"
+	"github.com/ironlb/ironlb/api/v1alpha1"
+)
+
+// env is a Cloud wired to fake clientsets, with the stock service controller and the
+// class controller running, as ironlb-controller runs them.
+type env struct {
+	t       *testing.T
+	client  *fake.Clientset
+	dyn     *dynamicfake.FakeDynamicClient
+	cloud   *provider.Cloud
+	reg     *prometheus.Registry
+	cancel  context.CancelFunc
+	stopped chan struct{}
+}
+
+func pool(name string, addrs ...string) *v1alpha1.IPPool {
+	p := &v1alpha1.IPPool{
+		TypeMeta:   metav1.TypeMeta{APIVersion: v1alpha1.SchemeGroupVersion.String(), Kind: "IPPool"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Generation: 1},
+	}
+	for _, a := range addrs {
+		p.Spec.Addresses = append(p.Spec.Addresses, v1alpha1.AddressRange(a))
+	}
+	return p
+}
+
+func toUnstructured(t testing.TB, obj runtime.Object) *unstructured.Unstructured {
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &unstructured.Unstructured{Object: m}
+}
+
+func newDynamic(t testing.TB, pools ...*v1alpha1.IPPool) *dynamicfake.FakeDynamicClient {
+	var objs []runtime.Object
+	for _, p := range pools {
+		objs = append(objs, toUnstructured(t, p))
+	}
+	return dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
+		map[schema.GroupVersionResource]string{v1alpha1.IPPoolsResource: "IPPoolList"}, objs...)
+}
+
+func newEnv(t *testing.T, pools []*v1alpha1.IPPool, objs ...runtime.Object) *env {
+	t.Helper()
+	e := &env{t: t, client: fake.NewSimpleClientset(objs...), dyn: newDynamic(t, pools...), reg: prometheus.NewRegistry(), stopped: make(chan struct{})}
+	e.cloud = provider.New(provider.Options{RetryAfter: 100 * time.Millisecond, Metrics: provider.NewMetrics(e.reg)})
+	ctx, cancel := context.WithCancel(context.Background())
+	e.cancel = cancel
+	if err := e.cloud.Start(ctx, e.client, e.dyn); err != nil {
+		t.Fatal(err)
+	}
+	startControllers(ctx, t, e.cloud, e.client, e.stopped)
+	t.Cleanup(e.stop)
+	return e
+}
+
+func startControllers(ctx context.Context, t testing.TB, cloud *provider.Cloud, client kubernetes.Interface, stopped chan struct{}) {
+	factory := informers.NewSharedInformerFactory(client, 0)
+	sc, err := servicecontroller.New(cloud, client, factory.Core().V1().Services(), factory.Core().V1().Nodes(), "test", featuregate.NewFeatureGate())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := provider.NewClassController(cloud, client, factory.Core().V1().Services())
+	if err != nil {
+		t.Fatal(err)
+	}
+	factory.Start(ctx.Done())
+	done := make(chan struct{}, 2)
+	go func() { sc.Run(ctx, 2, controllersmetrics.NewControllerManagerMetrics("test")); done <- struct{}{} }()
+	go func() { cc.Run(ctx, 2); done <- struct{}{} }()
+	go func() { <-done; <-done; factory.Shutdown(); close(stopped) }()
+}
+
+func (e *env) stop() {
+	e.cancel()
+	<-e.stopped
+}
+
+func lbService(ns, name string, port int32, mutate ...func(*v1.Service)) *v1.Service {
+	s := &v1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID("uid-" + name)},
+		Spec: v1.ServiceSpec{
+			Type:     v1.ServiceTypeLoadBalancer,
+			Selector: map[string]string{"app": name},
+			Ports:    []v1.ServicePort{{Port: port, TargetPort: intstr.FromInt32(80), Protocol: v1.ProtocolTCP}},
+		},
+	}
+	for _, m := range mutate {
+		m(s)
+	}
+	return s
+}
+
+func (e *env) create(s *v1.Service) {
+	e.t.Helper()
+	if _, err := e.client.CoreV1().Services(s.Namespace).Create(context.Background(), s, metav1.CreateOptions{}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// waitIPs waits until the Service publishes exactly want (comma-joined) and returns it.
+func (e *env) waitIPs(ns, name, want string) *v1.Service {
+	e.t.Helper()
+	var last *v1.Service
+	err := wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		s, err := e.client.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		last = s
+		return ingress(s) == want, nil
+	})
+	if err != nil {
+		e.t.Fatalf("%s/%s: want ingress %q, have %q (%v)", ns, name, want, ingress(last), err)
+	}
+	return last
+}
+
+func ingress(s *v1.Service) string {
+	if s == nil {
+		return "<none>"
+	}
+	var ips []string
+	for _, in := range s.Status.LoadBalancer.Ingress {
+		ip := in.IP
+		if in.IPMode == nil || *in.IPMode != v1.LoadBalancerIPModeVIP {
+			ip += "(mode!=VIP)"
+		}
+		ips = append(ips, ip)
+	}
+	return strings.Join(ips, ",")
+}
+
+// waitEvent waits for an Event with reason on the named object and returns its message.
+func (e *env) waitEvent(name, reason string) string {
+	e.t.Helper()
+	var msg string
+	err := wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		evs, err := e.client.CoreV1().Events("").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		for _, ev := range evs.Items {
+			if ev.InvolvedObject.Name == name && ev.Reason == reason {
+				msg = ev.Message
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		e.t.Fatalf("no Event %s on %s", reason, name)
+	}
+	return msg
+}
+
+func TestCreateGetsLowestIPWithVIPMode(t *testing.T) {
+	e := newEnv(t, []*v1alpha1.IPPool{pool("lan", "192.0.2.200-192.0.2.250")})
+	e.create(lbService("default", "nginx-service", 8000))
+	e.waitIPs("default", "nginx-service", "192.0.2.200")
+	if msg := e.waitEvent("nginx-service", provider.ReasonIPAllocated); !strings.Contains(msg, "192.0.2.200") || !strings.Contains(msg, "lan") {
+		t.Errorf("IPAllocated event should name IP and pool: %q", msg)
+	}
+	e.create(lbService("default", "second", 80))
+	e.waitIPs("default", "second", "192.0.2.201")
+}
+
+func TestRestartKeepsPublishedIPs(t *testing.T) {
+	// Two Services already hold .200 and .202 (published by a previous controller run);
+	// a new Service must get .201, never a held address.
+	held := func(ip string) func(*v1.Service) {
+		return func(s *v1.Service) {
+			s.Finalizers = []string{servicehelper.LoadBalancerCleanupFinalizer}
+			s.Status.LoadBalancer.Ingress = []v1.LoadBalancerIngress{{IP: ip}}
+		}
+	}
+	e := newEnv(t, []*v1alpha1.IPPool{pool("lan", "192.0.2.200-192.0.2.203")},
+		lbService("a", "one", 80, held("192.0.2.200")),
+		lbService("b", "two", 80, held("192.0.2.202")))
+	e.create(lbService("c", "three", 80))
+	e.waitIPs("c", "three", "192.0.2.201")
+	e.waitIPs("a", "one", "192.0.2.200")
+	e.waitIPs("b", "two", "192.0.2.202")
+	e.create(lbService("c", "four", 80))
+	e.waitIPs("c", "four", "192.0.2.203")
+}
+
+func TestExhaustionEventAndPending(t *testing.T) {
+	e := newEnv(t, []*v1alpha1.IPPool{pool("tiny", "192.0.2.200/32")})
+	e.create(lbService("default", "first", 80))
+	e.waitIPs("default", "first", "192.0.2.200")
+	e.create(lbService("default", "second", 80))
+	e.waitEvent("second", allocator.ReasonPoolExhausted)
+	s, _ := e.client.CoreV1().Services("default").Get(context.Background(), "second", metav1.GetOptions{})
+	if len(s.Status.LoadBalancer.Ingress) != 0 {
+		t.Fatalf("exhausted pool must leave the Service pending, got %s", ingress(s))
+	}
+	if got := testutil.ToFloat64(metricVec(t, e.reg, "ironlb_allocator_refusals_total", "PoolExhausted")); got < 1 {
+		t.Errorf("refusals_total{reason=PoolExhausted} = %v", got)
+	}
+	// Freeing the address (type change) lets the pending Service through on retry.
+	first, _ := e.client.CoreV1().Services("default").Get(context.Background(), "first", metav1.GetOptions{})
+	first.Spec.Type = v1.ServiceTypeClusterIP
+	if _, err := e.client.CoreV1().Services("default").Update(context.Background(), first, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitIPs("default", "second", "192.0.2.200")
+}
+
+func TestSharingAllowedAndRefused(t *testing.T) {
+	e := newEnv(t, []*v1alpha1.IPPool{pool("lan", "192.0.2.200-192.0.2.210")})
+	shared := func(key, ip string) func(*v1.Service) {
+		return func(s *v1.Service) {
+			s.Annotations = map[string]string{allocator.AnnotationAllowSharedIP: key, allocator.AnnotationLoadBalancerIPs: ip}
+		}
+	}
+	e.create(lbService("default", "dns-tcp", 53, shared("dns", "192.0.2.205")))
+	e.waitIPs("default", "dns-tcp", "192.0.2.205")
+	udp := lbService("default", "dns-udp", 53, shared("dns", "192.0.2.205"))
+	udp.Spec.Ports[0].Protocol = v1.ProtocolUDP
+	e.create(udp)
+	e.waitIPs("default", "dns-udp", "192.0.2.205")
+
+	e.create(lbService("default", "other-key", 80, shared("web", "192.0.2.205")))
+	if msg := e.waitEvent("other-key", allocator.ReasonIPInUse); !strings.Contains(msg, "192.0.2.205") {
+		t.Errorf("IPInUse event should name the address: %q", msg)
+	}
+	e.create(lbService("default", "same-port", 53, shared("dns", "192.0.2.205")))
+	e.waitEvent("same-port", allocator.ReasonIPInUse)
+}
+
+func TestClasses(t *testing.T) {
+	e := newEnv(t, []*v1alpha1.IPPool{pool("lan", "192.0.2.200-192.0.2.210")})
+	class := func(c string) func(*v1.Service) { return func(s *v1.Service) { s.Spec.LoadBalancerClass = &c } }
+	e.create(lbService("default", "ours", 80, class(provider.DefaultLoadBalancerClass)))
+	s := e.waitIPs("default", "ours", "192.0.2.200")
+	if !servicehelper.HasLBFinalizer(s) {
+		t.Errorf("class controller must add %s", servicehelper.LoadBalancerCleanupFinalizer)
+	}
+	e.create(lbService("default", "theirs", 80, class("example.com/other")))
+	e.create(lbService("default", "plain", 80))
+	e.waitIPs("default", "plain", "192.0.2.201")
+	time.Sleep(200 * time.Millisecond)
+	if th, _ := e.client.CoreV1().Services("default").Get(context.Background(), "theirs", metav1.GetOptions{}); len(th.Status.LoadBalancer.Ingress) != 0 || len(th.Finalizers) != 0 {
+		t.Fatalf("a Service of another class must be left alone: %s %v", ingress(th), th.Finalizers)
+	}
+
+	// Leaving LoadBalancer type releases the address and removes the finalizer.
+	s.Spec.Type = v1.ServiceTypeClusterIP
+	s.Spec.LoadBalancerClass = nil
+	if _, err := e.client.CoreV1().Services("default").Update(context.Background(), s, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitEvent("ours", provider.ReasonIPReleased)
+	err := wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, 5*time.Second, true, func(ctx context.Context) (bool, error) {
+		s, err := e.client.CoreV1().Services("default").Get(ctx, "ours", metav1.GetOptions{})
+		return err == nil && !servicehelper.HasLBFinalizer(s) && len(s.Status.LoadBalancer.Ingress) == 0, nil
+	})
+	if err != nil {
+		t.Fatal("finalizer and status must be removed after the type change")
+	}
+	e.create(lbService("default", "reuse", 80, class(provider.DefaultLoadBalancerClass)))
+	e.waitIPs("default", "reuse", "192.0.2.200")
+}
+
+func TestDeleteReleases(t *testing.T) {
+	e := newEnv(t, []*v1alpha1.IPPool{pool("lan", "192.0.2.200-192.0.2.210")})
+	e.create(lbService("default", "gone", 80))
+	e.waitIPs("default", "gone", "192.0.2.200")
+	if err := e.client.CoreV1().Services("default").Delete(context.Background(), "gone", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitEvent("gone", provider.ReasonIPReleased)
+	e.create(lbService("default", "next", 80))
+	e.waitIPs("default", "next", "192.0.2.200")
+}
+
+func TestPoolStatusAndMetrics(t *testing.T) {
+	e := newEnv(t, []*v1alpha1.IPPool{pool("lan", "192.0.2.200-192.0.2.203", "2001:db8::200-2001:db8::2ff"), pool("over", "192.0.2.203/32")})
+	e.create(lbService("default", "one", 80))
+	e.waitIPs("default", "one", "192.0.2.200")
+	var st v1alpha1.IPPoolStatus
+	err := wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		u, err := e.dyn.Resource(v1alpha1.IPPoolsResource).Get(ctx, "lan", metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		var p v1alpha1.IPPool
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &p); err != nil {
+			return false, err
+		}
+		st = p.Status
+		return st.AssignedIPv4 == 1, nil
+	})
+	if err != nil {
+		t.Fatalf("pool status not written: %+v", st)
+	}
+	if st.TotalIPv4 != 4 || st.AvailableIPv4 != 3 || st.TotalIPv6 != 256 || st.AvailableIPv6 != 256 || st.Assigned != 1 || st.Available != 259 {
+		t.Errorf("counts: %+v", st)
+	}
+	if c := findCondition(st.Conditions, v1alpha1.ConditionOverlapping); c == nil || c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, "over") {
+		t.Errorf("Overlapping condition: %+v", c)
+	}
+	if got := testutil.ToFloat64(metricVec(t, e.reg, "ironlb_allocator_addresses_in_use", "lan", "ipv4")); got != 1 {
+		t.Errorf("addresses_in_use{lan,ipv4} = %v", got)
+	}
+	if got := testutil.ToFloat64(metricVec(t, e.reg, "ironlb_allocator_addresses_total", "lan", "ipv6")); got != 256 {
+		t.Errorf("addresses_total{lan,ipv6} = %v", got)
+	}
+}
+
+func TestPoolEditDoesNotReIP(t *testing.T) {
+	e := newEnv(t, []*v1alpha1.IPPool{pool("lan", "192.0.2.200-192.0.2.210")})
+	e.create(lbService("default", "live", 80))
+	e.waitIPs("default", "live", "192.0.2.200")
+	u, err := e.dyn.Resource(v1alpha1.IPPoolsResource).Get(context.Background(), "lan", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = unstructured.SetNestedStringSlice(u.Object, []string{"192.0.2.220-192.0.2.230"}, "spec", "addresses")
+	u.SetGeneration(2) // the API server bumps it on spec changes; the fake does not
+	if _, err := e.dyn.Resource(v1alpha1.IPPoolsResource).Update(context.Background(), u, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitEvent("live", provider.ReasonAddressNotInPool)
+	e.waitIPs("default", "live", "192.0.2.200")
+	e.create(lbService("default", "new", 80))
+	e.waitIPs("default", "new", "192.0.2.220")
+}
+
+func TestGetLoadBalancerWaitsForRebuild(t *testing.T) {
+	c := provider.New(provider.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := c.EnsureLoadBalancer(ctx, "", lbService("a", "b", 80), nil); err == nil {
+		t.Fatal("a Cloud that has not rebuilt its state must not allocate")
+	}
+}
+
+func findCondition(cs []metav1.Condition, t string) *metav1.Condition {
+	for i := range cs {
+		if cs[i].Type == t {
+			return &cs[i]
+		}
+	}
+	return nil
+}
+
+func metricVec(t *testing.T, reg *prometheus.Registry, name string, labels ...string) prometheus.Collector {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var vals []string
+			for _, lp := range m.GetLabel() {
+				vals = append(vals, lp.GetValue())
+			}
+			if containsAll(vals, labels) {
+				v := 0.0
+				if m.GetGauge() != nil {
+					v = m.GetGauge().GetValue()
+				} else {
+					v = m.GetCounter().GetValue()
+				}
+				g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "x"})
+				g.Set(v)
+				return g
+			}
+		}
+	}
+	t.Fatalf("metric %s%v not found", name, labels)
+	return nil
+}
+
+func containsAll(have, want []string) bool {
+	for _, w := range want {
+		found := false
+		for _, h := range have {
+			found = found || h == w
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
