@@ -1,0 +1,256 @@
+// Command demo is `make demo`: it builds the lab (a real kube-apiserver + etcd, three
+// nodes, a router and clients in network namespaces), runs ironlb-controller against
+// it, applies an IPPool and the classic nginx Service, and narrates what happens with
+// timings. With --keep the lab stays up until Ctrl-C, with commands to look around.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/yaml"
+
+	"github.com/ironlb/ironlb/test/cluster"
+	"github.com/ironlb/ironlb/test/framework"
+	"github.com/ironlb/ironlb/test/lab"
+)
+
+var start = time.Now()
+
+func say(format string, args ...any) {
+	fmt.Printf("[%6.2fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
+}
+
+func main() {
+	keep := flag.Bool("keep", false, "leave the lab up until Ctrl-C and print commands to look around")
+	flag.Parse()
+	if err := framework.CheckHost(); err != nil {
+		fmt.Fprintf(os.Stderr, "make demo: %v\n", err)
+		os.Exit(1)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *keep); err != nil {
+		fmt.Fprintf(os.Stderr, "make demo: FAILED: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, keep bool) error {
+	fmt.Println("ironlb demo: a bare-metal cluster in network namespaces gets a LoadBalancer VIP")
+	say("preparing binaries (kube-apiserver v1.37.2 and etcd are built from the Go module proxy once, then cached)")
+	env, err := framework.Up(ctx, framework.Options{Nodes: 3, IPv6: true, Router: true, Log: progress{}})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		say("tearing down: processes, namespaces and links of lab %s", env.Lab.Prefix())
+		env.Down()
+		say("done; nothing left behind")
+	}()
+	l, c := env.Lab, env.Cluster
+	say("lab %s up: switch; cp %s; node1-3 %s-%s; router %s / %s (AS 64512); client %s; lanclient %s",
+		l.Prefix(), l.CPAddr(), l.NodeIP(1), l.NodeIP(3), l.RouterLANAddr(), l.RouterWANAddr(), l.ClientAddr(), l.LANClientAddr())
+	say("kube-apiserver + etcd running in %s (RBAC on, client certs, ServiceAccount tokens); CRDs installed; 3 Ready Nodes", l.Netns(lab.HostCP))
+
+	if err := l.StartFRR(ctx, lab.DefaultFRRConfig(l, 0)); err != nil {
+		return fmt.Errorf("FRR on the router: %w", err)
+	}
+	say("FRR bgpd+zebra on the router, neighbours = the three nodes (AS 64600)")
+
+	ctrl, err := env.StartController(ctx)
+	if err != nil {
+		return err
+	}
+	say("ironlb-controller started as ServiceAccount ironlb-system/ironlb-controller (RBAC and args from deploy/)")
+
+	pool := `{apiVersion: ironlb.io/v1alpha1, kind: IPPool, metadata: {name: lan},
+	  spec: {addresses: ["192.0.2.200-192.0.2.250", "2001:db8::200-2001:db8::2ff"], advertise: {l2: {}}}}`
+	if err := createPool(ctx, c, pool); err != nil {
+		return err
+	}
+	say("IPPool lan: 192.0.2.200-192.0.2.250, 2001:db8::200-2001:db8::2ff")
+
+	backends, err := env.StartBackends(ctx, "default", "nginx-service", "nginx", 3, 80)
+	if err != nil {
+		return err
+	}
+	for _, b := range backends {
+		from := l.NodeName(b.Node%l.Nodes() + 1)
+		body, err := l.HTTPGet(ctx, from, fmt.Sprintf("http://%s:80/", b.IP), 5*time.Second)
+		if err != nil {
+			return fmt.Errorf("backend %s: %w", b.Name, err)
+		}
+		say("nginx replica %s at %s on %s answers %s: %q", b.Name, b.IP, l.NodeName(b.Node), from, strings.TrimSpace(body))
+	}
+
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "nginx-service", Namespace: "default"},
+		Spec: corev1.ServiceSpec{
+			Type:     corev1.ServiceTypeLoadBalancer,
+			Selector: map[string]string{"app": "nginx"},
+			Ports:    []corev1.ServicePort{{Port: 8000, TargetPort: intstr.FromInt32(80), Protocol: corev1.ProtocolTCP}},
+		},
+	}
+	applied := time.Now()
+	if _, err := c.Client.CoreV1().Services("default").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	say("Service nginx-service applied: type LoadBalancer, port 8000 -> 80, selector app=nginx")
+	var vip string
+	err = wait.PollUntilContextTimeout(ctx, 5*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
+		s, err := c.Client.CoreV1().Services("default").Get(ctx, "nginx-service", metav1.GetOptions{})
+		if err != nil || len(s.Status.LoadBalancer.Ingress) == 0 {
+			return false, nil
+		}
+		vip = s.Status.LoadBalancer.Ingress[0].IP
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("nginx-service got no address: %w\n%s", err, framework.Tail(ctrl.LogPath(), 20))
+	}
+	took := time.Since(applied)
+	say("EXTERNAL-IP %s assigned %v after the Service was created", vip, took.Round(time.Millisecond))
+	if ev := event(ctx, c, "nginx-service", "IPAllocated"); ev != "" {
+		say("Event on the Service: IPAllocated: %s", ev)
+	}
+	_ = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 5*time.Second, true, func(ctx context.Context) (bool, error) {
+		u, err := c.Dynamic.Resource(schemaIPPools).Get(ctx, "lan", metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		a, _, _ := unstructured.NestedInt64(u.Object, "status", "assigned")
+		v, _, _ := unstructured.NestedInt64(u.Object, "status", "available")
+		if a == 1 {
+			say("IPPool lan status: assigned %d, available %d (IPv4 50 + IPv6 256)", a, v)
+			return true, nil
+		}
+		return false, nil
+	})
+
+	fmt.Println()
+	say("what the next issues add (probed now, for real, from the lab clients):")
+	vipAddr := vip
+	macs, _ := l.ARPing(ctx, lab.HostLANClient, mustAddr(vipAddr), 2)
+	if len(macs) == 0 {
+		say("  ARP who-has %s from lanclient: no answer yet (the L2 speaker announces VIPs)", vip)
+	} else {
+		say("  ARP who-has %s from lanclient: answered by %v", vip, macs)
+	}
+	routes, _ := l.RouterRoutes(ctx)
+	if hops, ok := routes[vip+"/32"]; ok {
+		say("  router route to %s/32 via %v", vip, hops)
+	} else {
+		say("  router has no route to %s/32 yet (the BGP speaker advertises VIPs to it)", vip)
+	}
+	if body, err := l.HTTPGet(ctx, lab.HostLANClient, fmt.Sprintf("http://%s:8000/", vip), 2*time.Second); err == nil {
+		say("  curl http://%s:8000/ from lanclient: %q", vip, strings.TrimSpace(body))
+	} else {
+		say("  curl http://%s:8000/ from lanclient: no answer yet (speaker + iptables proxy)", vip)
+	}
+	say("  node failure and failover: measured once the speaker lands")
+	fmt.Println()
+	say("from nothing to an allocated VIP: %v (of which the allocation itself: %v)", time.Since(start).Round(100*time.Millisecond), took.Round(time.Millisecond))
+
+	if keep {
+		tour(ctx, env, ctrl)
+	}
+	return nil
+}
+
+func tour(ctx context.Context, env *framework.Env, ctrl *framework.Controller) {
+	l, c := env.Lab, env.Cluster
+	kubectl := findKubectl(ctx)
+	fmt.Printf(`
+The lab stays up until you press Ctrl-C here (or run 'make lab-clean' elsewhere).
+Look around (as root, from another terminal):
+
+  %[1]s --kubeconfig %[2]s get svc,ippools,events -A
+  ip netns list | grep %[3]s
+  ip netns exec %[3]s-lanclient arping -c 2 -I lan0 %[4]s
+  ip netns exec %[3]s-node2 curl -s http://198.18.1.10/
+  ip netns exec %[3]s-router vtysh -N %[3]s-router -c "show bgp summary"
+  ip netns exec %[3]s-router ip route
+  less %[5]s          (ironlb-controller log)
+  less %[6]s          (kube-apiserver log)
+`, kubectl, c.AdminKubeconfig, l.Prefix(), "192.0.2.200", ctrl.LogPath(), filepath.Join(c.Dir, "kube-apiserver.log"))
+	<-ctx.Done()
+	fmt.Println()
+}
+
+// findKubectl returns kubectl from PATH, or builds it from the same k8s.io/kubernetes
+// module as the API server (cached next to it).
+func findKubectl(ctx context.Context) string {
+	if p, err := exec.LookPath("kubectl"); err == nil {
+		return p
+	}
+	dir, err := cluster.TestModuleDir()
+	if err != nil {
+		return "kubectl"
+	}
+	cache, _ := os.UserCacheDir()
+	out := filepath.Join(cache, "ironlb", "bin", "kubectl-v1.37.2")
+	if _, err := os.Stat(out); err == nil {
+		return out
+	}
+	say("building kubectl v1.37.2 for the tour (once) ...")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "k8s.io/kubernetes/cmd/kubectl")
+	cmd.Dir = dir
+	if b, err := cmd.CombinedOutput(); err != nil {
+		say("could not build kubectl: %v %s", err, b)
+		return "kubectl"
+	}
+	return out
+}
+
+func createPool(ctx context.Context, c *cluster.Cluster, doc string) error {
+	var obj map[string]any
+	if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
+		return err
+	}
+	_, err := c.Dynamic.Resource(schemaIPPools).Create(ctx, &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{})
+	return err
+}
+
+func event(ctx context.Context, c *cluster.Cluster, name, reason string) string {
+	var msg string
+	_ = wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 5*time.Second, true, func(ctx context.Context) (bool, error) {
+		evs, err := c.Client.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + name})
+		if err != nil {
+			return false, nil
+		}
+		for _, ev := range evs.Items {
+			if ev.Reason == reason {
+				msg = ev.Message
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	return msg
+}
+
+// progress prints build progress lines with the demo's clock.
+type progress struct{}
+
+func (progress) Write(p []byte) (int, error) {
+	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		if line != "" {
+			say("%s", line)
+		}
+	}
+	return len(p), nil
+}
