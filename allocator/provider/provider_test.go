@@ -420,3 +420,28 @@ func containsAll(have, want []string) bool {
 	}
 	return true
 }
+
+// A pool the API server would refuse (here it bypasses CEL through the fake client)
+// is reported as Valid=False with an Event; other pools and their Services carry on.
+func TestInvalidPoolReportedOthersUnaffected(t *testing.T) {
+	bad := pool("bad", "192.0.2.20-192.0.2.10")
+	e := newEnv(t, []*v1alpha1.IPPool{bad, pool("good", "203.0.113.0/30")})
+	e.create(lbService("default", "svc", 80))
+	e.waitIPs("default", "svc", "203.0.113.0")
+	if msg := e.waitEvent("bad", "InvalidPool"); !strings.Contains(msg, "192.0.2.20-192.0.2.10") {
+		t.Errorf("InvalidPool event should quote the bad range: %q", msg)
+	}
+	err := wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		u, err := e.dyn.Resource(v1alpha1.IPPoolsResource).Get(ctx, "bad", metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		var p v1alpha1.IPPool
+		_ = runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &p)
+		c := findCondition(p.Status.Conditions, v1alpha1.ConditionValid)
+		return c != nil && c.Status == metav1.ConditionFalse, nil
+	})
+	if err != nil {
+		t.Fatal("pool bad has no Valid=False condition")
+	}
+}
