@@ -14,12 +14,13 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"sigs.k8s.io/yaml"
+
+	"github.com/ironlb/ironlb/test/framework"
 )
 
 var (
-	ippools  = schema.GroupVersionResource{Group: "ironlb.io", Version: "v1alpha1", Resource: "ippools"}
-	bgppeers = schema.GroupVersionResource{Group: "ironlb.io", Version: "v1alpha1", Resource: "bgppeers"}
+	ippools  = framework.IPPools
+	bgppeers = framework.BGPPeers
 )
 
 func ctxT(t *testing.T) context.Context {
@@ -44,15 +45,10 @@ func namespace(t *testing.T, name string) string {
 // deleted at the end of the test.
 func createYAML(t *testing.T, gvr schema.GroupVersionResource, doc string) (*unstructured.Unstructured, error) {
 	t.Helper()
-	var obj map[string]any
-	if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
-		t.Fatal(err)
-	}
-	u := &unstructured.Unstructured{Object: obj}
-	got, err := env.Cluster.Dynamic.Resource(gvr).Create(ctxT(t), u, metav1.CreateOptions{})
+	got, err := framework.CreateYAML(ctxT(t), env.Cluster.Dynamic, gvr, doc)
 	if err == nil {
 		t.Cleanup(func() {
-			_ = env.Cluster.Dynamic.Resource(gvr).Delete(context.Background(), u.GetName(), metav1.DeleteOptions{})
+			_ = env.Cluster.Dynamic.Resource(gvr).Delete(context.Background(), got.GetName(), metav1.DeleteOptions{})
 		})
 	}
 	return got, err
@@ -161,20 +157,7 @@ func waitIngress(t *testing.T, ns, name string, within time.Duration) (string, *
 // waitEvent waits for an Event with reason on object ns/name and returns its message.
 func waitEvent(t *testing.T, ns, name, reason string) string {
 	t.Helper()
-	var msg string
-	err := wait.PollUntilContextTimeout(ctxT(t), 50*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
-		evs, err := env.Cluster.Client.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + name})
-		if err != nil {
-			return false, nil
-		}
-		for _, ev := range evs.Items {
-			if ev.Reason == reason {
-				msg = ev.Message
-				return true, nil
-			}
-		}
-		return false, nil
-	})
+	msg, err := framework.WaitEvent(ctxT(t), env.Cluster.Client, ns, name, reason, 20*time.Second)
 	if err != nil {
 		t.Fatalf("no Event %s on %s/%s; events: %s", reason, ns, name, events(t, ns, name))
 	}

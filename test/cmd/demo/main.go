@@ -21,7 +21,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"sigs.k8s.io/yaml"
 
 	"github.com/ironlb/ironlb/test/cluster"
 	"github.com/ironlb/ironlb/test/framework"
@@ -79,7 +78,7 @@ func run(ctx context.Context, keep bool) error {
 
 	pool := `{apiVersion: ironlb.io/v1alpha1, kind: IPPool, metadata: {name: lan},
 	  spec: {addresses: ["192.0.2.200-192.0.2.250", "2001:db8::200-2001:db8::2ff"], advertise: {l2: {}}}}`
-	if err := createPool(ctx, c, pool); err != nil {
+	if _, err := framework.CreateYAML(ctx, c.Dynamic, framework.IPPools, pool); err != nil {
 		return err
 	}
 	say("IPPool lan: 192.0.2.200-192.0.2.250, 2001:db8::200-2001:db8::2ff")
@@ -128,7 +127,7 @@ func run(ctx context.Context, keep bool) error {
 		say("Event on the Service: IPAllocated: %s", ev)
 	}
 	_ = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 5*time.Second, true, func(ctx context.Context) (bool, error) {
-		u, err := c.Dynamic.Resource(schemaIPPools).Get(ctx, "lan", metav1.GetOptions{})
+		u, err := c.Dynamic.Resource(framework.IPPools).Get(ctx, "lan", metav1.GetOptions{})
 		if err != nil {
 			return false, nil
 		}
@@ -216,30 +215,8 @@ func findKubectl(ctx context.Context) string {
 	return out
 }
 
-func createPool(ctx context.Context, c *cluster.Cluster, doc string) error {
-	var obj map[string]any
-	if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
-		return err
-	}
-	_, err := c.Dynamic.Resource(schemaIPPools).Create(ctx, &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{})
-	return err
-}
-
 func event(ctx context.Context, c *cluster.Cluster, name, reason string) string {
-	var msg string
-	_ = wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 5*time.Second, true, func(ctx context.Context) (bool, error) {
-		evs, err := c.Client.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + name})
-		if err != nil {
-			return false, nil
-		}
-		for _, ev := range evs.Items {
-			if ev.Reason == reason {
-				msg = ev.Message
-				return true, nil
-			}
-		}
-		return false, nil
-	})
+	msg, _ := framework.WaitEvent(ctx, c.Client, "default", name, reason, 5*time.Second)
 	return msg
 }
 
