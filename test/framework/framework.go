@@ -64,7 +64,7 @@ func CheckHost() error {
 		}
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("missing commands %v: run `make deps` as root (installs iproute2 iptables frr bird2 arping curl tcpdump)", missing)
+		return fmt.Errorf("missing commands %v: run `make deps` as root (installs iproute2 iptables frr bird2 arping curl tcpdump iputils-ping procps)", missing)
 	}
 	return nil
 }
