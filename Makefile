@@ -34,9 +34,14 @@ e2e:
 e2e-lab: deps lab-binaries build
 	cd test && IRONLB_BIN=$(CURDIR)/bin $(GO) test -p 1 -count=1 -timeout 40m ./...
 
-## bench: allocator benchmarks (figures recorded in docs/benchmarks.md)
+## bench: allocator benchmarks and the same burst on MetalLB's allocator (figures in docs/benchmarks.md)
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./allocator/
+	bench/metallb/run.sh
+
+## bench-metallb: only the MetalLB side of the comparison (go.universe.tf/metallb v0.16.2, unmodified)
+bench-metallb:
+	bench/metallb/run.sh
 
 ## generate: deepcopy and CRD YAML from api/ with a pinned controller-gen
 generate:
