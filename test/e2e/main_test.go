@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -39,6 +40,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	prefix := env.Lab.Prefix()
+	var pids []int
 	fmt.Printf("e2e: lab %s with control plane up in %v\n", prefix, time.Since(start).Round(time.Millisecond))
 	code := func() int {
 		defer env.Down()
@@ -46,17 +48,19 @@ func run(m *testing.M) int {
 			fmt.Printf("e2e: starting ironlb-controller: %v\n", err)
 			return 1
 		}
-		return m.Run()
+		code := m.Run()
+		pids = env.PIDs()
+		return code
 	}()
 	// The lab must leave nothing behind, whatever the tests did.
-	if left := leftovers(prefix); left != "" {
+	if left := leftovers(prefix, pids); left != "" {
 		fmt.Printf("e2e: FAIL: the lab left %s behind\n", left)
 		return 1
 	}
 	return code
 }
 
-func leftovers(prefix string) string {
+func leftovers(prefix string, pids []int) string {
 	var left []string
 	out, _ := exec.Command("ip", "netns", "list").Output()
 	for _, line := range strings.Split(string(out), "\n") {
@@ -70,9 +74,10 @@ func leftovers(prefix string) string {
 			left = append(left, "link "+f[1])
 		}
 	}
-	out, _ = exec.Command("pgrep", "-f", "kube-apiserver|ironlb-controller|podserver").Output()
-	if s := strings.TrimSpace(string(out)); s != "" {
-		left = append(left, "processes "+strings.ReplaceAll(s, "\n", ","))
+	for _, pid := range pids {
+		if syscall.Kill(pid, 0) == nil {
+			left = append(left, fmt.Sprintf("process %d", pid))
+		}
 	}
 	return strings.Join(left, ", ")
 }

@@ -46,6 +46,17 @@ type Env struct {
 	Controller string
 	log        io.Writer
 	ctrlCount  int
+	pids       []int // processes started through the Env (besides the control plane)
+}
+
+// PIDs are the processes this Env started: the control plane, controllers and
+// backends. After Down none of them may exist.
+func (e *Env) PIDs() []int {
+	var pids []int
+	if e.Cluster != nil {
+		pids = append(pids, e.Cluster.PIDs()...)
+	}
+	return append(pids, e.pids...)
 }
 
 // CheckHost returns an error that says exactly what is missing when this machine
@@ -228,6 +239,7 @@ func (e *Env) StartController(ctx context.Context, extra ...string) (*Controller
 	if err != nil {
 		return nil, err
 	}
+	e.pids = append(e.pids, p.Pid())
 	return &Controller{Process: p, Name: name, MetricsAddr: metrics}, nil
 }
 
@@ -261,6 +273,7 @@ func (e *Env) StartBackends(ctx context.Context, namespace, service, app string,
 			return nil, err
 		}
 		out = append(out, Backend{Pod: pod, Process: p})
+		e.pids = append(e.pids, p.Pid())
 		eps = append(eps, cluster.Endpoint{Name: pod.Name, Node: e.Lab.NodeName(node), IP: pod.IP, Ready: true, Serving: true})
 	}
 	if err := e.Cluster.SetEndpoints(ctx, namespace, service, int32(port), corev1.ProtocolTCP, eps); err != nil {
