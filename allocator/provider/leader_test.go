@@ -95,6 +95,21 @@ func TestTwoReplicasNeverShareAnAddress(t *testing.T) {
 	if b.isLeading() {
 		t.Fatal("two leaders at once")
 	}
+	// Free the lowest address before the failover: a new leader that did not rebuild
+	// from the published status would hand it to a surviving Service (a re-IP).
+	if err := client.CoreV1().Services("default").Delete(context.Background(), "s1", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "s1's address released", func() bool {
+		evs, _ := client.CoreV1().Events("default").List(context.Background(), metav1.ListOptions{})
+		for _, ev := range evs.Items {
+			if ev.InvolvedObject.Name == "s1" && ev.Reason == provider.ReasonIPReleased {
+				return true
+			}
+		}
+		return false
+	})
+	delete(seen, "192.0.2.200")
 
 	a.cancel() // graceful step-down releases the Lease
 	<-a.done
@@ -103,7 +118,10 @@ func TestTwoReplicasNeverShareAnAddress(t *testing.T) {
 		e.create(lbService("default", n, 80))
 		check(n)
 	}
-	e.waitIPs("default", "s4", "192.0.2.203")
+	e.waitIPs("default", "s4", "192.0.2.200")
+	e.waitIPs("default", "s5", "192.0.2.203")
+	e.waitIPs("default", "s2", "192.0.2.201")
+	e.waitIPs("default", "s3", "192.0.2.202")
 }
 
 func (e *env) waitIPsAny(ns, name string) *v1.Service {

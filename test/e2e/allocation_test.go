@@ -69,7 +69,17 @@ func TestNginxServiceGetsVIP(t *testing.T) {
 	}
 
 	// Restart: the new controller process rebuilds from the Services' status before
-	// allocating, so nginx-service keeps .200 and a new Service gets .201.
+	// allocating. .201 is freed just before the restart, so a controller that did not
+	// rebuild would hand it to "keeper" (a re-IP) instead of to the new Service.
+	createService(t, ns, "spare", 8081)
+	createService(t, ns, "keeper", 8082)
+	if ip, _ := waitIngress(t, ns, "spare", 5*time.Second); ip != "192.0.2.201" {
+		t.Fatalf("spare: %s", ip)
+	}
+	if ip, _ := waitIngress(t, ns, "keeper", 5*time.Second); ip != "192.0.2.202" {
+		t.Fatalf("keeper: %s", ip)
+	}
+	deleteService(t, ns, "spare")
 	if err := ctrl.Stop(); err != nil {
 		t.Logf("stopping controller: %v", err)
 	}
@@ -79,10 +89,13 @@ func TestNginxServiceGetsVIP(t *testing.T) {
 	createService(t, ns, "second", 8080)
 	second, _ := waitIngress(t, ns, "second", 30*time.Second) // includes the lease takeover
 	if second != "192.0.2.201" {
-		t.Errorf("after a restart the next Service must get 192.0.2.201, got %s", second)
+		t.Errorf("after a restart the next Service must get the freed 192.0.2.201, got %s", second)
 	}
 	if got, _ := waitIngress(t, ns, "nginx-service", time.Second); got != vip {
 		t.Errorf("restart changed nginx-service's address: %s -> %s", vip, got)
+	}
+	if got, _ := waitIngress(t, ns, "keeper", time.Second); got != "192.0.2.202" {
+		t.Errorf("restart changed keeper's address: 192.0.2.202 -> %s", got)
 	}
 
 	// Delete: the address is released and is the lowest free one again.

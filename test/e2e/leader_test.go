@@ -39,6 +39,20 @@ func TestTwoReplicasLeaderElection(t *testing.T) {
 	holder := *lease.Spec.HolderIdentity
 	t.Logf("leader: %s", holder)
 
+	// Free the lowest address before the failover: a new leader that did not rebuild
+	// from the published status would hand it to a surviving Service.
+	deleteService(t, ns, "burst-0")
+	for ip, name := range seen {
+		if name == "burst-0" {
+			delete(seen, ip)
+		}
+	}
+	before := map[string]string{}
+	for i := 1; i < 4; i++ {
+		n := fmt.Sprintf("burst-%d", i)
+		before[n], _ = waitIngress(t, ns, n, time.Second)
+	}
+
 	// Kill the first replica (the leader: it started long before the second).
 	if err := ctrl.Stop(); err != nil {
 		t.Logf("stopping the leader: %v", err)
@@ -49,6 +63,11 @@ func TestTwoReplicasLeaderElection(t *testing.T) {
 	}
 	for i := 4; i < 6; i++ {
 		check(fmt.Sprintf("burst-%d", i), 30*time.Second)
+	}
+	for n, ip := range before {
+		if got, _ := waitIngress(t, ns, n, time.Second); got != ip {
+			t.Errorf("failover changed %s's address: %s -> %s", n, ip, got)
+		}
 	}
 	eventually(t, "the Lease moves to the surviving replica", 10*time.Second, func() bool {
 		l, err := env.Cluster.Client.CoordinationV1().Leases("ironlb-system").Get(ctxT(t), "ironlb-controller", metav1.GetOptions{})
