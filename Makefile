@@ -32,7 +32,7 @@ e2e:
 	else $(MAKE) --no-print-directory e2e-lab; fi
 
 e2e-lab: deps lab-binaries build
-	cd test && IRONLB_BIN=$(CURDIR)/bin $(GO) test -p 1 -count=1 -timeout 40m ./...
+	cd test && IRONLB_BIN=$(CURDIR)/bin $(GO) test -race -p 1 -count=1 -timeout 40m ./...
 
 ## bench: allocator benchmarks and the same burst on MetalLB's allocator (figures in docs/benchmarks.md)
 bench:
