@@ -14,7 +14,7 @@ all: build
 
 ## build: the binaries into bin/
 build:
-	$(GO) build -o bin/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -o bin/ ./cmd/...
 
 ## test: unit tests (race), short fuzz runs, then the lab e2e suites (real kube-apiserver, etcd, network namespaces; skipped with one line when not root)
 test: lint verify-generate unit fuzz e2e
