@@ -41,45 +41,14 @@ func (w tlog) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// podServerBinary builds test/tools/podserver if it builds, else a minimal
-// stand-in with the same flags from a temporary directory.
+// podServerBinary builds test/tools/podserver into the test's temporary directory.
 func podServerBinary(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "podserver")
-	if _, err := os.Stat("../tools/podserver/main.go"); err == nil {
-		cmd := exec.Command("go", "build", "-o", bin, "../tools/podserver")
-		if out, err := cmd.CombinedOutput(); err == nil {
-			return bin
-		} else {
-			t.Logf("tools/podserver does not build (%v: %s); using a stand-in", err, out)
-		}
-	}
-	src := filepath.Join(dir, "main.go")
-	code := `package main
-
-import (
-	"flag"
-	"fmt"
-	"net/http"
-)
-
-func main() {
-	name := flag.String("name", "pod", "")
-	listen := flag.String("listen", ":80", "")
-	flag.Parse()
-	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "%s %s\n", *name, r.RemoteAddr) })
-	panic(http.ListenAndServe(*listen, nil))
-}
-`
-	if err := os.WriteFile(src, []byte(code), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("go", "build", "-o", bin, src)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GO111MODULE=off")
+	cmd := exec.Command("go", "build", "-o", bin, "../tools/podserver")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build pod server stand-in: %v: %s", err, out)
+		t.Fatalf("building tools/podserver: %v: %s", err, out)
 	}
 	return bin
 }
