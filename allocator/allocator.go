@@ -733,7 +733,10 @@ func (a *Allocator) Restore(svc *v1.Service, ips []netip.Addr) error {
 			clean = append(clean, ip)
 		}
 	}
-	req := Request{SharingKey: firstAnnotation(svc.Annotations, shareAnnotations[:])}
+	// Restore must not fail on annotations edited since the address was published:
+	// a conflicting sharing annotation simply means "no sharing key".
+	share, _ := agreeing(svcName{svc}, svc.Annotations, shareAnnotations[:])
+	req := Request{SharingKey: share}
 	fn, _ := familiesFor(svc, req, key)
 	meta := metaFor(svc, req.SharingKey)
 
@@ -768,15 +771,6 @@ func (a *Allocator) Restore(svc *v1.Service, ips []netip.Addr) error {
 	}
 	a.commit(st, key, clean, ipPools, ipPools[0], meta, fn)
 	return nil
-}
-
-func firstAnnotation(ann map[string]string, keys []string) string {
-	for _, k := range keys {
-		if v := strings.TrimSpace(ann[k]); v != "" {
-			return v
-		}
-	}
-	return ""
 }
 
 // Release frees what the Service "namespace/name" holds and reports whether it

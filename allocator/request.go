@@ -207,11 +207,8 @@ type familyNeed struct {
 func familiesFor(svc *v1.Service, req Request, key string) (familyNeed, *Error) {
 	var fn familyNeed
 	fn.order = [2]family{fam4, fam6}
-	for _, f := range svc.Spec.IPFamilies {
-		if f == v1.IPv6Protocol {
-			fn.order = [2]family{fam6, fam4}
-		}
-		break
+	if fams := svc.Spec.IPFamilies; len(fams) > 0 && fams[0] == v1.IPv6Protocol {
+		fn.order = [2]family{fam6, fam4}
 	}
 	if p := svc.Spec.IPFamilyPolicy; p != nil {
 		switch *p {
