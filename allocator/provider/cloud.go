@@ -70,12 +70,11 @@ type Options struct {
 type Cloud struct {
 	opts    Options
 	alloc   *allocator.Allocator
-	metrics *Metrics
+	metrics *Metrics // opts.Metrics; nil records nothing
 
 	startOnce sync.Once
 	ready     chan struct{}
 
-	client    kubernetes.Interface
 	dyn       dynamic.Interface
 	recorder  record.EventRecorder
 	services  corelisters.ServiceLister
@@ -149,7 +148,7 @@ func (c *Cloud) Start(ctx context.Context, client kubernetes.Interface, dyn dyna
 }
 
 func (c *Cloud) start(ctx context.Context, client kubernetes.Interface, dyn dynamic.Interface) error {
-	c.client, c.dyn = client, dyn
+	c.dyn = dyn
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	broadcaster.StartStructuredLogging(3)
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
@@ -216,7 +215,7 @@ func (c *Cloud) rebuild() {
 	}
 	restored := 0
 	for _, svc := range svcs {
-		if !c.Serves(svc) {
+		if !c.serves(svc) {
 			continue
 		}
 		ips := ingressIPs(&svc.Status.LoadBalancer)
@@ -234,9 +233,9 @@ func (c *Cloud) rebuild() {
 	c.status.markAll()
 }
 
-// Serves reports whether svc is a LoadBalancer Service this provider is responsible
+// serves reports whether svc is a LoadBalancer Service this provider is responsible
 // for: spec.loadBalancerClass unset or equal to the configured class.
-func (c *Cloud) Serves(svc *v1.Service) bool {
+func (c *Cloud) serves(svc *v1.Service) bool {
 	if svc.Spec.Type != v1.ServiceTypeLoadBalancer {
 		return false
 	}

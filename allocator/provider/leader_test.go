@@ -14,7 +14,6 @@ import (
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 
 	"github.com/ironlb/ironlb/allocator/provider"
-	"github.com/ironlb/ironlb/api/v1alpha1"
 )
 
 // replica runs the allocator only while it holds the Lease, as ironlb-controller does
@@ -52,7 +51,7 @@ func startReplica(t *testing.T, id string, client *fake.Clientset, e *env) *repl
 						return
 					}
 					stopped := make(chan struct{})
-					startControllers(ctx, t, cloud, client, stopped)
+					startControllers(ctx, t, cloud, client, stopped, true)
 					<-stopped
 				},
 				OnStoppedLeading: func() {
@@ -142,5 +141,3 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		t.Fatalf("timed out waiting: %s", what)
 	}
 }
-
-var _ = v1alpha1.IPPoolKind

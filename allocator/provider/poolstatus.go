@@ -44,11 +44,7 @@ func (w *poolStatusWriter) markPools(names ...string) {
 }
 
 func (w *poolStatusWriter) markAll() {
-	for _, obj := range w.c.poolStore.List() {
-		if p, err := poolFromObject(obj); err == nil {
-			w.markPools(p.Name)
-		}
-	}
+	w.markPools(w.c.poolStore.ListKeys()...) // cluster-scoped: the key is the name
 }
 
 func (w *poolStatusWriter) run(ctx context.Context) {

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -72,6 +71,13 @@ func newDynamic(t testing.TB, pools ...*v1alpha1.IPPool) *dynamicfake.FakeDynami
 
 func newEnv(t *testing.T, pools []*v1alpha1.IPPool, objs ...runtime.Object) *env {
 	t.Helper()
+	return newEnvWith(t, true, pools, objs...)
+}
+
+// newEnvWith runs the class controller, and the stock service controller when stock
+// is true (ironlb-controller --controllers=ironlb-class-controller runs only the former).
+func newEnvWith(t *testing.T, stock bool, pools []*v1alpha1.IPPool, objs ...runtime.Object) *env {
+	t.Helper()
 	e := &env{t: t, client: fake.NewSimpleClientset(objs...), dyn: newDynamic(t, pools...), reg: prometheus.NewRegistry(), stopped: make(chan struct{})}
 	e.cloud = provider.New(provider.Options{RetryAfter: 100 * time.Millisecond, Metrics: provider.NewMetrics(e.reg)})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -79,26 +85,36 @@ func newEnv(t *testing.T, pools []*v1alpha1.IPPool, objs ...runtime.Object) *env
 	if err := e.cloud.Start(ctx, e.client, e.dyn); err != nil {
 		t.Fatal(err)
 	}
-	startControllers(ctx, t, e.cloud, e.client, e.stopped)
+	startControllers(ctx, t, e.cloud, e.client, e.stopped, stock)
 	t.Cleanup(e.stop)
 	return e
 }
 
-func startControllers(ctx context.Context, t testing.TB, cloud *provider.Cloud, client kubernetes.Interface, stopped chan struct{}) {
+func startControllers(ctx context.Context, t testing.TB, cloud *provider.Cloud, client kubernetes.Interface, stopped chan struct{}, stock bool) {
 	factory := informers.NewSharedInformerFactory(client, 0)
-	sc, err := servicecontroller.New(cloud, client, factory.Core().V1().Services(), factory.Core().V1().Nodes(), "test", featuregate.NewFeatureGate())
-	if err != nil {
-		t.Fatal(err)
+	done := make(chan struct{}, 2)
+	running := 1
+	if stock {
+		sc, err := servicecontroller.New(cloud, client, factory.Core().V1().Services(), factory.Core().V1().Nodes(), "test", featuregate.NewFeatureGate())
+		if err != nil {
+			t.Fatal(err)
+		}
+		running++
+		go func() { sc.Run(ctx, 2, controllersmetrics.NewControllerManagerMetrics("test")); done <- struct{}{} }()
 	}
 	cc, err := provider.NewClassController(cloud, client, factory.Core().V1().Services())
 	if err != nil {
 		t.Fatal(err)
 	}
 	factory.Start(ctx.Done())
-	done := make(chan struct{}, 2)
-	go func() { sc.Run(ctx, 2, controllersmetrics.NewControllerManagerMetrics("test")); done <- struct{}{} }()
 	go func() { cc.Run(ctx, 2); done <- struct{}{} }()
-	go func() { <-done; <-done; factory.Shutdown(); close(stopped) }()
+	go func() {
+		for range running {
+			<-done
+		}
+		factory.Shutdown()
+		close(stopped)
+	}()
 }
 
 func (e *env) stop() {
@@ -225,7 +241,7 @@ func TestExhaustionEventAndPending(t *testing.T) {
 	if len(s.Status.LoadBalancer.Ingress) != 0 {
 		t.Fatalf("exhausted pool must leave the Service pending, got %s", ingress(s))
 	}
-	if got := testutil.ToFloat64(metricVec(t, e.reg, "ironlb_allocator_refusals_total", "PoolExhausted")); got < 1 {
+	if got := metric(t, e.reg, "ironlb_allocator_refusals_total", "PoolExhausted"); got < 1 {
 		t.Errorf("refusals_total{reason=PoolExhausted} = %v", got)
 	}
 	// Freeing the address (type change) lets the pending Service through on retry.
@@ -293,6 +309,34 @@ func TestClasses(t *testing.T) {
 	e.waitIPs("default", "reuse", "192.0.2.200")
 }
 
+// With only the class controller running, it alone must release a class Service's
+// address when the Service leaves type LoadBalancer (its class is cleared then), and
+// it must not touch class-less Services.
+func TestClassControllerAloneCleansUpTypeChange(t *testing.T) {
+	e := newEnvWith(t, false, []*v1alpha1.IPPool{pool("lan", "192.0.2.200-192.0.2.210")})
+	class := provider.DefaultLoadBalancerClass
+	e.create(lbService("default", "ours", 80, func(s *v1.Service) { s.Spec.LoadBalancerClass = &class }))
+	s := e.waitIPs("default", "ours", "192.0.2.200")
+	e.create(lbService("default", "classless", 80))
+
+	s.Spec.Type = v1.ServiceTypeClusterIP
+	s.Spec.LoadBalancerClass = nil
+	if _, err := e.client.CoreV1().Services("default").Update(context.Background(), s, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitEvent("ours", provider.ReasonIPReleased)
+	err := wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, 5*time.Second, true, func(ctx context.Context) (bool, error) {
+		s, err := e.client.CoreV1().Services("default").Get(ctx, "ours", metav1.GetOptions{})
+		return err == nil && !servicehelper.HasLBFinalizer(s) && len(s.Status.LoadBalancer.Ingress) == 0, nil
+	})
+	if err != nil {
+		t.Fatal("the class controller must remove finalizer and status after the type change")
+	}
+	if cl, _ := e.client.CoreV1().Services("default").Get(context.Background(), "classless", metav1.GetOptions{}); len(cl.Status.LoadBalancer.Ingress) != 0 || len(cl.Finalizers) != 0 {
+		t.Errorf("class-less Services belong to the stock service controller: %s %v", ingress(cl), cl.Finalizers)
+	}
+}
+
 func TestDeleteReleases(t *testing.T) {
 	e := newEnv(t, []*v1alpha1.IPPool{pool("lan", "192.0.2.200-192.0.2.210")})
 	e.create(lbService("default", "gone", 80))
@@ -303,6 +347,9 @@ func TestDeleteReleases(t *testing.T) {
 	e.waitEvent("gone", provider.ReasonIPReleased)
 	e.create(lbService("default", "next", 80))
 	e.waitIPs("default", "next", "192.0.2.200")
+	if a, r := metric(t, e.reg, "ironlb_allocator_operations_total", "allocate"), metric(t, e.reg, "ironlb_allocator_operations_total", "release"); a != 2 || r != 1 {
+		t.Errorf("operations_total: allocate=%v release=%v, want 2 and 1", a, r)
+	}
 }
 
 func TestPoolStatusAndMetrics(t *testing.T) {
@@ -331,10 +378,10 @@ func TestPoolStatusAndMetrics(t *testing.T) {
 	if c := findCondition(st.Conditions, v1alpha1.ConditionOverlapping); c == nil || c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, "over") {
 		t.Errorf("Overlapping condition: %+v", c)
 	}
-	if got := testutil.ToFloat64(metricVec(t, e.reg, "ironlb_allocator_addresses_in_use", "lan", "ipv4")); got != 1 {
+	if got := metric(t, e.reg, "ironlb_allocator_addresses_in_use", "lan", "ipv4"); got != 1 {
 		t.Errorf("addresses_in_use{lan,ipv4} = %v", got)
 	}
-	if got := testutil.ToFloat64(metricVec(t, e.reg, "ironlb_allocator_addresses_total", "lan", "ipv6")); got != 256 {
+	if got := metric(t, e.reg, "ironlb_allocator_addresses_total", "lan", "ipv6"); got != 256 {
 		t.Errorf("addresses_total{lan,ipv6} = %v", got)
 	}
 }
@@ -376,7 +423,8 @@ func findCondition(cs []metav1.Condition, t string) *metav1.Condition {
 	return nil
 }
 
-func metricVec(t *testing.T, reg *prometheus.Registry, name string, labels ...string) prometheus.Collector {
+// metric returns the value of the series name whose label values include labels.
+func metric(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -392,20 +440,15 @@ func metricVec(t *testing.T, reg *prometheus.Registry, name string, labels ...st
 				vals = append(vals, lp.GetValue())
 			}
 			if containsAll(vals, labels) {
-				v := 0.0
 				if m.GetGauge() != nil {
-					v = m.GetGauge().GetValue()
-				} else {
-					v = m.GetCounter().GetValue()
+					return m.GetGauge().GetValue()
 				}
-				g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "x"})
-				g.Set(v)
-				return g
+				return m.GetCounter().GetValue()
 			}
 		}
 	}
 	t.Fatalf("metric %s%v not found", name, labels)
-	return nil
+	return 0
 }
 
 func containsAll(have, want []string) bool {
