@@ -73,7 +73,7 @@ func TestDeployManifestsValidate(t *testing.T) {
 	if err != nil || len(files) < 4 {
 		t.Fatalf("manifests under deploy/: %v %v", files, err)
 	}
-	if err := env.Cluster.Apply(ctxT(t), true, files...); err != nil {
+	if err := env.Cluster.Apply(t.Context(), true, files...); err != nil {
 		t.Fatal(err)
 	}
 	// kustomization.yaml must list every manifest, so `kubectl apply -k deploy/` installs all.

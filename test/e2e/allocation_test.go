@@ -11,8 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-
-	"github.com/ironlb/ironlb/test/lab"
 )
 
 // The issue's classic workload: nginx with 3 replicas labelled app=nginx on port 80,
@@ -20,7 +18,7 @@ import (
 // within 2 s; a restarted controller keeps it; a deleted Service's address is released
 // and handed out again.
 func TestNginxServiceGetsVIP(t *testing.T) {
-	ctx := ctxT(t)
+	ctx := t.Context()
 	mustCreatePool(t, `{apiVersion: ironlb.io/v1alpha1, kind: IPPool, metadata: {name: lan}, spec: {addresses: ["192.0.2.200-192.0.2.250"]}}`)
 	ns := "default"
 	backends, err := env.StartBackends(ctx, ns, "nginx-service", "nginx", 3, 80)
@@ -164,7 +162,7 @@ func TestRequestsClassesExhaustion(t *testing.T) {
 	}
 	createService(t, ns, "foreign", 80, withClass("example.com/other"))
 	time.Sleep(time.Second)
-	if s, _ := env.Cluster.Client.CoreV1().Services(ns).Get(ctxT(t), "foreign", metav1.GetOptions{}); len(s.Status.LoadBalancer.Ingress) != 0 || len(s.Finalizers) != 0 {
+	if s, _ := env.Cluster.Client.CoreV1().Services(ns).Get(t.Context(), "foreign", metav1.GetOptions{}); len(s.Status.LoadBalancer.Ingress) != 0 || len(s.Finalizers) != 0 {
 		t.Errorf("a Service of another class must be left alone: %s %v", ingressIPs(s), s.Finalizers)
 	}
 }
@@ -187,5 +185,3 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
-
-var _ = lab.HostCP

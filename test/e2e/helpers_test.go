@@ -23,18 +23,12 @@ var (
 	bgppeers = framework.BGPPeers
 )
 
-func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // namespace creates a namespace for one test. There is no namespace controller to
 // finish a deletion, so the test deletes its Services itself (their finalizers are
 // served by the controller) and leaves the empty namespace with the lab.
 func namespace(t *testing.T, name string) string {
 	t.Helper()
-	_, err := env.Cluster.Client.CoreV1().Namespaces().Create(ctxT(t), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	_, err := env.Cluster.Client.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
@@ -45,7 +39,7 @@ func namespace(t *testing.T, name string) string {
 // deleted at the end of the test.
 func createYAML(t *testing.T, gvr schema.GroupVersionResource, doc string) (*unstructured.Unstructured, error) {
 	t.Helper()
-	got, err := framework.CreateYAML(ctxT(t), env.Cluster.Dynamic, gvr, doc)
+	got, err := framework.CreateYAML(t.Context(), env.Cluster.Dynamic, gvr, doc)
 	if err == nil {
 		t.Cleanup(func() {
 			_ = env.Cluster.Dynamic.Resource(gvr).Delete(context.Background(), got.GetName(), metav1.DeleteOptions{})
@@ -89,7 +83,7 @@ func createService(t *testing.T, ns, name string, port int32, opts ...svcOpt) *c
 	for _, o := range opts {
 		o(s)
 	}
-	got, err := env.Cluster.Client.CoreV1().Services(ns).Create(ctxT(t), s, metav1.CreateOptions{})
+	got, err := env.Cluster.Client.CoreV1().Services(ns).Create(t.Context(), s, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("creating Service %s/%s: %v", ns, name, err)
 	}
@@ -136,7 +130,7 @@ func ingressIPs(s *corev1.Service) string {
 func waitIngress(t *testing.T, ns, name string, within time.Duration) (string, *corev1.Service) {
 	t.Helper()
 	var svc *corev1.Service
-	err := wait.PollUntilContextTimeout(ctxT(t), 10*time.Millisecond, within, true, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(t.Context(), 10*time.Millisecond, within, true, func(ctx context.Context) (bool, error) {
 		s, err := env.Cluster.Client.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return false, nil
@@ -157,7 +151,7 @@ func waitIngress(t *testing.T, ns, name string, within time.Duration) (string, *
 // waitEvent waits for an Event with reason on object ns/name and returns its message.
 func waitEvent(t *testing.T, ns, name, reason string) string {
 	t.Helper()
-	msg, err := framework.WaitEvent(ctxT(t), env.Cluster.Client, ns, name, reason, 20*time.Second)
+	msg, err := framework.WaitEvent(t.Context(), env.Cluster.Client, ns, name, reason, 20*time.Second)
 	if err != nil {
 		t.Fatalf("no Event %s on %s/%s; events: %s", reason, ns, name, events(t, ns, name))
 	}
@@ -179,7 +173,7 @@ func events(t *testing.T, ns, name string) string {
 // poolStatus reads an IPPool's status fields.
 func poolStatus(t *testing.T, name string) map[string]any {
 	t.Helper()
-	u, err := env.Cluster.Dynamic.Resource(ippools).Get(ctxT(t), name, metav1.GetOptions{})
+	u, err := env.Cluster.Dynamic.Resource(ippools).Get(t.Context(), name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +183,7 @@ func poolStatus(t *testing.T, name string) map[string]any {
 
 func eventually(t *testing.T, what string, within time.Duration, cond func() bool) {
 	t.Helper()
-	if err := wait.PollUntilContextTimeout(ctxT(t), 50*time.Millisecond, within, true, func(context.Context) (bool, error) { return cond(), nil }); err != nil {
+	if err := wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, within, true, func(context.Context) (bool, error) { return cond(), nil }); err != nil {
 		t.Fatalf("timed out after %v: %s", within, what)
 	}
 }

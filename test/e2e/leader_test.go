@@ -14,7 +14,7 @@ import (
 func TestTwoReplicasLeaderElection(t *testing.T) {
 	ns := namespace(t, "replicas")
 	mustCreatePool(t, `{apiVersion: ironlb.io/v1alpha1, kind: IPPool, metadata: {name: replicas}, spec: {autoAssign: false, addresses: ["198.18.200.0/29"]}}`)
-	second, err := env.StartController(ctxT(t))
+	second, err := env.StartController(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +32,7 @@ func TestTwoReplicasLeaderElection(t *testing.T) {
 	for i := range 4 {
 		check(fmt.Sprintf("burst-%d", i), 10*time.Second)
 	}
-	lease, err := env.Cluster.Client.CoordinationV1().Leases("ironlb-system").Get(ctxT(t), "ironlb-controller", metav1.GetOptions{})
+	lease, err := env.Cluster.Client.CoordinationV1().Leases("ironlb-system").Get(t.Context(), "ironlb-controller", metav1.GetOptions{})
 	if err != nil || lease.Spec.HolderIdentity == nil {
 		t.Fatalf("no leader Lease: %v", err)
 	}
@@ -70,7 +70,7 @@ func TestTwoReplicasLeaderElection(t *testing.T) {
 		}
 	}
 	eventually(t, "the Lease moves to the surviving replica", 10*time.Second, func() bool {
-		l, err := env.Cluster.Client.CoordinationV1().Leases("ironlb-system").Get(ctxT(t), "ironlb-controller", metav1.GetOptions{})
+		l, err := env.Cluster.Client.CoordinationV1().Leases("ironlb-system").Get(t.Context(), "ironlb-controller", metav1.GetOptions{})
 		return err == nil && l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != holder
 	})
 }

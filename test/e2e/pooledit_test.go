@@ -37,12 +37,12 @@ func TestRequestChangeAndPoolEdit(t *testing.T) {
 	}
 	// Shrink the pool so that it no longer covers stayer's address.
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		u, err := env.Cluster.Dynamic.Resource(ippools).Get(ctxT(t), "edit", metav1.GetOptions{})
+		u, err := env.Cluster.Dynamic.Resource(ippools).Get(t.Context(), "edit", metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
 		_ = unstructured.SetNestedStringSlice(u.Object, []string{"203.0.113.136/29"}, "spec", "addresses")
-		_, err = env.Cluster.Dynamic.Resource(ippools).Update(ctxT(t), u, metav1.UpdateOptions{})
+		_, err = env.Cluster.Dynamic.Resource(ippools).Update(t.Context(), u, metav1.UpdateOptions{})
 		return err
 	})
 	if err != nil {
@@ -67,12 +67,12 @@ func TestRequestChangeAndPoolEdit(t *testing.T) {
 func updateService(t *testing.T, ns, name string, mutate func(*corev1.Service)) {
 	t.Helper()
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		s, err := env.Cluster.Client.CoreV1().Services(ns).Get(ctxT(t), name, metav1.GetOptions{})
+		s, err := env.Cluster.Client.CoreV1().Services(ns).Get(t.Context(), name, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
 		mutate(s)
-		_, err = env.Cluster.Client.CoreV1().Services(ns).Update(ctxT(t), s, metav1.UpdateOptions{})
+		_, err = env.Cluster.Client.CoreV1().Services(ns).Update(t.Context(), s, metav1.UpdateOptions{})
 		return err
 	})
 	if err != nil {

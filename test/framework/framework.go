@@ -17,7 +17,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -280,17 +279,4 @@ func (e *Env) StartBackends(ctx context.Context, namespace, service, app string,
 		return nil, err
 	}
 	return out, nil
-}
-
-// Tail returns the last lines of a process log (for failure messages).
-func Tail(path string, lines int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	all := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(all) > lines {
-		all = all[len(all)-lines:]
-	}
-	return strings.Join(all, "\n")
 }

@@ -183,6 +183,9 @@ func processAlive(pid int) bool {
 	return state != 'Z' && state != 'X'
 }
 
+// Tail returns the last n bytes of the process's log, for error messages.
+func (p *Process) Tail(n int64) string { return tail(p.logPath, n) }
+
 // tail returns the last n bytes of a file, for error messages.
 func tail(path string, n int64) string {
 	f, err := os.Open(path)

@@ -119,7 +119,7 @@ func run(ctx context.Context, keep bool) error {
 		return true, nil
 	})
 	if err != nil {
-		return fmt.Errorf("nginx-service got no address: %w\n%s", err, framework.Tail(ctrl.LogPath(), 20))
+		return fmt.Errorf("nginx-service got no address: %w\n%s", err, ctrl.Tail(2000))
 	}
 	took := time.Since(applied)
 	say("EXTERNAL-IP %s assigned %v after the Service was created", vip, took.Round(time.Millisecond))
@@ -131,10 +131,10 @@ func run(ctx context.Context, keep bool) error {
 		if err != nil {
 			return false, nil
 		}
-		a, _, _ := unstructured.NestedInt64(u.Object, "status", "assigned")
-		v, _, _ := unstructured.NestedInt64(u.Object, "status", "available")
-		if a == 1 {
-			say("IPPool lan status: assigned %d, available %d (IPv4 50 + IPv6 256)", a, v)
+		n := func(field string) int64 { v, _, _ := unstructured.NestedInt64(u.Object, "status", field); return v }
+		if n("assigned") == 1 {
+			say("IPPool lan status: assigned %d, available %d (IPv4 %d + IPv6 %d)",
+				n("assigned"), n("available"), n("availableIPv4"), n("availableIPv6"))
 			return true, nil
 		}
 		return false, nil
