@@ -66,6 +66,11 @@ func TestNginxServiceGetsVIP(t *testing.T) {
 		t.Errorf("metrics do not show pool lan 1/51 in use: %v\n%s", err, grepLines(metrics, "ironlb_allocator"))
 	}
 
+	// The Deployment's livenessProbe: GET /healthz on the metrics port.
+	if body, err := env.Lab.HTTPGet(ctx, "cp", "http://"+ctrl.MetricsAddr.String()+"/healthz", 5*time.Second); err != nil || body != "ok" {
+		t.Errorf("/healthz on the metrics port (the Deployment's livenessProbe): %q %v", body, err)
+	}
+
 	// Restart: the new controller process rebuilds from the Services' status before
 	// allocating. .201 is freed just before the restart, so a controller that did not
 	// rebuild would hand it to "keeper" (a re-IP) instead of to the new Service.
