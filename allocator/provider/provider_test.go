@@ -177,6 +177,19 @@ func ingress(s *v1.Service) string {
 	return strings.Join(ips, ",")
 }
 
+// waitCleanedUp waits until the Service has neither the cleanup finalizer nor an
+// ingress address (what a controller leaves after releasing it).
+func (e *env) waitCleanedUp(ns, name string) {
+	e.t.Helper()
+	err := wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, 5*time.Second, true, func(ctx context.Context) (bool, error) {
+		s, err := e.client.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
+		return err == nil && !servicehelper.HasLBFinalizer(s) && len(s.Status.LoadBalancer.Ingress) == 0, nil
+	})
+	if err != nil {
+		e.t.Fatalf("%s/%s still has the cleanup finalizer or an address after its release", ns, name)
+	}
+}
+
 // waitEvent waits for an Event with reason on the named object and returns its message.
 func (e *env) waitEvent(name, reason string) string {
 	e.t.Helper()
@@ -298,13 +311,7 @@ func TestClasses(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitEvent("ours", provider.ReasonIPReleased)
-	err := wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, 5*time.Second, true, func(ctx context.Context) (bool, error) {
-		s, err := e.client.CoreV1().Services("default").Get(ctx, "ours", metav1.GetOptions{})
-		return err == nil && !servicehelper.HasLBFinalizer(s) && len(s.Status.LoadBalancer.Ingress) == 0, nil
-	})
-	if err != nil {
-		t.Fatal("finalizer and status must be removed after the type change")
-	}
+	e.waitCleanedUp("default", "ours")
 	e.create(lbService("default", "reuse", 80, class(provider.DefaultLoadBalancerClass)))
 	e.waitIPs("default", "reuse", "192.0.2.200")
 }
@@ -325,13 +332,7 @@ func TestClassControllerAloneCleansUpTypeChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitEvent("ours", provider.ReasonIPReleased)
-	err := wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, 5*time.Second, true, func(ctx context.Context) (bool, error) {
-		s, err := e.client.CoreV1().Services("default").Get(ctx, "ours", metav1.GetOptions{})
-		return err == nil && !servicehelper.HasLBFinalizer(s) && len(s.Status.LoadBalancer.Ingress) == 0, nil
-	})
-	if err != nil {
-		t.Fatal("the class controller must remove finalizer and status after the type change")
-	}
+	e.waitCleanedUp("default", "ours")
 	if cl, _ := e.client.CoreV1().Services("default").Get(context.Background(), "classless", metav1.GetOptions{}); len(cl.Status.LoadBalancer.Ingress) != 0 || len(cl.Finalizers) != 0 {
 		t.Errorf("class-less Services belong to the stock service controller: %s %v", ingress(cl), cl.Finalizers)
 	}
