@@ -177,6 +177,19 @@ func ingress(s *v1.Service) string {
 	return strings.Join(ips, ",")
 }
 
+// leaveLoadBalancer turns s into a ClusterIP Service (clearing its class, as the API
+// requires) and waits until its address is released and the Service cleaned up.
+func (e *env) leaveLoadBalancer(s *v1.Service) {
+	e.t.Helper()
+	s.Spec.Type = v1.ServiceTypeClusterIP
+	s.Spec.LoadBalancerClass = nil
+	if _, err := e.client.CoreV1().Services(s.Namespace).Update(context.Background(), s, metav1.UpdateOptions{}); err != nil {
+		e.t.Fatal(err)
+	}
+	e.waitEvent(s.Name, provider.ReasonIPReleased)
+	e.waitCleanedUp(s.Namespace, s.Name)
+}
+
 // waitCleanedUp waits until the Service has neither the cleanup finalizer nor an
 // ingress address (what a controller leaves after releasing it).
 func (e *env) waitCleanedUp(ns, name string) {
@@ -305,13 +318,7 @@ func TestClasses(t *testing.T) {
 	}
 
 	// Leaving LoadBalancer type releases the address and removes the finalizer.
-	s.Spec.Type = v1.ServiceTypeClusterIP
-	s.Spec.LoadBalancerClass = nil
-	if _, err := e.client.CoreV1().Services("default").Update(context.Background(), s, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	e.waitEvent("ours", provider.ReasonIPReleased)
-	e.waitCleanedUp("default", "ours")
+	e.leaveLoadBalancer(s)
 	e.create(lbService("default", "reuse", 80, class(provider.DefaultLoadBalancerClass)))
 	e.waitIPs("default", "reuse", "192.0.2.200")
 }
@@ -326,13 +333,7 @@ func TestClassControllerAloneCleansUpTypeChange(t *testing.T) {
 	s := e.waitIPs("default", "ours", "192.0.2.200")
 	e.create(lbService("default", "classless", 80))
 
-	s.Spec.Type = v1.ServiceTypeClusterIP
-	s.Spec.LoadBalancerClass = nil
-	if _, err := e.client.CoreV1().Services("default").Update(context.Background(), s, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	e.waitEvent("ours", provider.ReasonIPReleased)
-	e.waitCleanedUp("default", "ours")
+	e.leaveLoadBalancer(s)
 	if cl, _ := e.client.CoreV1().Services("default").Get(context.Background(), "classless", metav1.GetOptions{}); len(cl.Status.LoadBalancer.Ingress) != 0 || len(cl.Finalizers) != 0 {
 		t.Errorf("class-less Services belong to the stock service controller: %s %v", ingress(cl), cl.Finalizers)
 	}
