@@ -6,11 +6,12 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/ironlb/ironlb/test/internal/child"
 )
 
 // process is one child (etcd or kube-apiserver) in its own process group.
@@ -21,36 +22,6 @@ type process struct {
 	logFile *os.File
 	done    chan struct{} // closed when the process has been reaped
 	err     error         // exit status, valid after done
-}
-
-// Children are started from one goroutine locked to its OS thread for the life of
-// the test process: Pdeathsig fires when the *thread* that forked dies, so forking
-// from an ordinary goroutine could kill a child when the Go runtime retires that
-// thread. With the thread kept, a child gets SIGKILL exactly when the test process
-// dies (e.g. a go test -timeout panic that skips every cleanup).
-var (
-	spawnOnce sync.Once
-	spawnCh   chan spawnReq
-)
-
-type spawnReq struct {
-	cmd  *exec.Cmd
-	errc chan error
-}
-
-func startChild(cmd *exec.Cmd) error {
-	spawnOnce.Do(func() {
-		spawnCh = make(chan spawnReq)
-		go func() {
-			runtime.LockOSThread() // never unlocked: this thread lives as long as the process
-			for r := range spawnCh {
-				r.errc <- r.cmd.Start()
-			}
-		}()
-	})
-	errc := make(chan error, 1)
-	spawnCh <- spawnReq{cmd: cmd, errc: errc}
-	return <-errc
 }
 
 // startProcess runs wrap+argv with output to logPath and (prefixed) to log.
@@ -68,9 +39,8 @@ func startProcess(name string, wrap []string, argv []string, logPath string, log
 	cmd := exec.Command(full[0], full[1:]...)
 	cmd.Stdout = out
 	cmd.Stderr = out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.WaitDelay = 5 * time.Second
-	if err := startChild(cmd); err != nil {
+	if err := child.Start(cmd); err != nil { // dies with the test process
 		f.Close()
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}

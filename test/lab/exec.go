@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/ironlb/ironlb/test/internal/child"
 )
 
 // defaultCmdTimeout bounds every command the lab runs when the caller's
@@ -148,10 +150,9 @@ func startProcess(name string, argv []string, logPath string) (*Process, error) 
 		return nil, fmt.Errorf("lab: open log: %w", err)
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Stdout = f
 	cmd.Stderr = f
-	if err := cmd.Start(); err != nil {
+	if err := child.Start(cmd); err != nil { // own process group; dies with the test process
 		f.Close()
 		return nil, fmt.Errorf("lab: start %s: %w", strings.Join(argv, " "), err)
 	}

@@ -111,6 +111,7 @@ type Lab struct {
 	frr        []*Process
 	closed     bool
 	closeErr   error
+	reaper     *reaper
 }
 
 // New builds the lab. On error it removes whatever it had made.
@@ -161,6 +162,13 @@ func New(ctx context.Context, spec Spec) (_ *Lab, err error) {
 	}
 	// FRR drops privileges to user frr and must reach its config below dir.
 	if err := os.Chmod(l.dir, 0o755); err != nil {
+		return nil, err
+	}
+	ownDir := ""
+	if l.ownDir {
+		ownDir = l.dir
+	}
+	if l.reaper, err = startReaper(prefix, ownDir); err != nil {
 		return nil, err
 	}
 	if err := l.build(ctx); err != nil {
@@ -866,6 +874,7 @@ func (l *Lab) Close() error {
 	l.mu.Lock()
 	l.closeErr = err
 	l.mu.Unlock()
+	l.reaper.stop()
 	l.logf("lab %s: closed in %s (err=%v)", l.prefix, time.Since(start).Round(time.Millisecond), err)
 	return err
 }
