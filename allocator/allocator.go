@@ -1,15 +1,14 @@
 package allocator
 
 import (
-	"fmt"
 	"maps"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/ironlb/ironlb/api/v1alpha1"
 )
@@ -19,12 +18,17 @@ type Allocation struct {
 	// IPs are the Service's addresses, ordered as its spec.ipFamilies (IPv4 first
 	// when spec.ipFamilies is empty).
 	IPs []netip.Addr
-	// Pool is the pool the addresses came from ("" if no pool covered restored
-	// addresses).
+	// Pools[i] is the pool IPs[i] was allocated from ("" if no pool covered a
+	// restored address).
+	Pools []string
+	// Pool is the pool of the first address (Pools[0]).
 	Pool string
 	// Orphaned is the subset of IPs that no pool covers any more. They are kept:
 	// the Service is never re-IPed silently.
 	Orphaned []netip.Addr
+	// UID is the UID of the Service incarnation that holds the addresses ("" when
+	// the Service had none).
+	UID types.UID
 }
 
 // Stats are the counts of one pool. Counts saturate at math.MaxInt64 (an IPv6 /64
@@ -59,36 +63,7 @@ type Allocator struct {
 	owners   map[netip.Addr]*ipUse
 	services map[string]*svcState
 	byKey    map[string]map[netip.Addr]struct{} // sharing key -> held addresses using it
-}
-
-// ipUse records who holds an address.
-type ipUse struct {
-	pool    string // pool it was allocated through ("" if none covered it)
-	key     string // sharing key of the holders (all holders share it)
-	holders []*svcState
-	one     [1]*svcState // backing array for the common single holder
-}
-
-// svcState is what one Service holds.
-type svcState struct {
-	key   string
-	ips   []netip.Addr
-	pool  string
-	share shareMeta
-}
-
-// shareMeta is what decides whether two Services may share an address. It is
-// only filled in when the Service has a sharing key.
-type shareMeta struct {
-	key      string
-	ports    []portProto
-	local    bool
-	selector map[string]string
-}
-
-type portProto struct {
-	port  int32
-	proto v1.Protocol
+	overlaps overlapCache
 }
 
 // New returns an empty Allocator.
@@ -146,9 +121,12 @@ func (a *Allocator) removePool(name string) {
 	}
 }
 
+// reorder re-sorts the pools after a change and invalidates the overlap cache.
+// O(P log P).
 func (a *Allocator) reorder() {
 	a.order = slices.AppendSeq(a.order[:0], maps.Values(a.pools))
 	slices.SortFunc(a.order, lessPool)
+	a.overlaps.invalidate()
 }
 
 // SetNamespaceLabels records the labels of a namespace for namespaceSelector
@@ -173,8 +151,13 @@ func (a *Allocator) SetNamespaceLabels(namespace string, lbls map[string]string)
 // matching (addresses no pool covers are reported in Allocation.Orphaned, without
 // error). A changed request (other addresses, another pool, other families,
 // another sharing key, ports that now collide with a co-holder) reallocates,
-// preferring addresses the Service already holds. If the new allocation fails,
-// the old one is kept and returned along with the error, an *Error.
+// preferring addresses the Service already holds, and is checked exactly as a
+// new Service's request would be. If the new allocation fails, the old one is
+// kept and returned along with the error, an *Error.
+//
+// Ownership follows the Service's UID: when the name is held by another
+// incarnation (the Service was deleted and created again before the deletion
+// was processed), the old incarnation's addresses are released first.
 //
 // Cost: O(P) pool filtering for P pools plus O(log n) in the free intervals of the
 // chosen pool, plus the holders of a shared address.
@@ -186,6 +169,10 @@ func (a *Allocator) Allocate(svc *v1.Service) (Allocation, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	st := a.services[key]
+	if st != nil && st.uid != "" && svc.UID != "" && st.uid != svc.UID {
+		a.release(key)
+		st = nil
+	}
 	req, err := RequestFor(svc)
 	if err != nil {
 		return a.current(st), err
@@ -195,8 +182,9 @@ func (a *Allocator) Allocate(svc *v1.Service) (Allocation, error) {
 		return a.current(st), ferr
 	}
 	meta := metaFor(svc, req.SharingKey)
+	nsl := a.nsLabels[svc.Namespace]
 
-	if st != nil && a.satisfied(st, req, fn, meta) {
+	if st != nil && a.satisfied(svc, nsl, st, req, fn, meta) {
 		ips := slices.Clone(st.ips)
 		poolName := st.pool
 		if req.Pool != "" {
@@ -204,510 +192,26 @@ func (a *Allocator) Allocate(svc *v1.Service) (Allocation, error) {
 		}
 		// PreferDualStack is best effort: top up the missing family from the same
 		// pool when it has one to give, never moving the address already held.
-		if fn.policy == preferDualStack && len(req.IPs) == 0 && len(ips) == 1 {
+		if fn.policy == preferDualStack && fn.n == 2 && len(req.IPs) == 0 && len(ips) == 1 {
 			other := 1 - familyOf(ips[0])
-			if p := a.pools[poolName]; p != nil && p.hasFamily(other) && p.allows(svc, a.nsLabels[svc.Namespace]) {
+			if p := a.pools[poolName]; p != nil && p.hasFamily(other) && p.allows(svc, nsl) {
 				if ip, _, ok := a.pick(p, other, st, meta); ok {
 					ips = append(ips, ip)
 				}
 			}
 		}
 		a.commit(st, key, ips, nil, poolName, meta, fn)
+		st.uid = svc.UID
 		return a.current(st), nil
 	}
 
-	ips, ipPools, poolName, perr := a.plan(svc, key, st, req, fn, meta)
+	ips, ipPools, poolName, perr := a.plan(svc, nsl, key, st, req, fn, meta)
 	if perr != nil {
 		return a.current(st), perr
 	}
 	st = a.commit(st, key, ips, ipPools, poolName, meta, fn)
+	st.uid = svc.UID
 	return a.current(st), nil
-}
-
-// satisfied reports whether what st holds still fits the request.
-func (a *Allocator) satisfied(st *svcState, req Request, fn familyNeed, meta shareMeta) bool {
-	if len(st.ips) == 0 {
-		return false
-	}
-	if len(req.IPs) > 0 {
-		if !sameIPSet(st.ips, req.IPs) {
-			return false
-		}
-	} else {
-		var has [2]int
-		for _, ip := range st.ips {
-			has[familyOf(ip)]++
-		}
-		if has[fam4] > 1 || has[fam6] > 1 {
-			return false
-		}
-		switch fn.policy {
-		case singleStack:
-			if len(st.ips) != 1 || has[fn.order[0]] != 1 {
-				return false
-			}
-		case requireDualStack:
-			if len(st.ips) != 2 {
-				return false
-			}
-		}
-	}
-	if req.Pool != "" && st.pool != req.Pool {
-		p := a.pools[req.Pool]
-		if p == nil {
-			return false
-		}
-		for _, ip := range st.ips {
-			if !p.covers(ip) {
-				return false
-			}
-		}
-	}
-	for _, ip := range st.ips {
-		if h, _ := a.conflict(ip, st, meta); h != nil {
-			return false
-		}
-	}
-	return true
-}
-
-// plan chooses new addresses for a Service without changing any state.
-func (a *Allocator) plan(svc *v1.Service, key string, st *svcState, req Request, fn familyNeed, meta shareMeta) ([]netip.Addr, []string, string, *Error) {
-	nsl := a.nsLabels[svc.Namespace]
-	var reqPool *pool
-	if req.Pool != "" {
-		reqPool = a.pools[req.Pool]
-		if reqPool == nil {
-			return nil, nil, "", newError(ReasonPoolNotFound, "service %s: requested pool %q does not exist", key, req.Pool)
-		}
-		if !reqPool.allows(svc, nsl) {
-			return nil, nil, "", newError(ReasonPoolNotAllowed, "service %s: pool %q does not allow it (its namespaces, namespaceSelector or serviceSelector exclude the Service)", key, req.Pool)
-		}
-	}
-
-	if len(req.IPs) > 0 {
-		ips := slices.Clone(req.IPs)
-		sortByFamily(ips, fn.order)
-		ipPools := make([]string, len(ips))
-		for i, ip := range ips {
-			var p *pool
-			if reqPool != nil {
-				if !reqPool.covers(ip) {
-					return nil, nil, "", newError(ReasonIPOutsidePools, "service %s: requested IP %s is not in pool %q", key, ip, req.Pool)
-				}
-				p = reqPool
-			} else {
-				denied := ""
-				for _, q := range a.order {
-					if !q.covers(ip) {
-						continue
-					}
-					if q.allows(svc, nsl) {
-						p = q
-						break
-					}
-					if denied == "" {
-						denied = q.name
-					}
-				}
-				if p == nil {
-					if denied != "" {
-						return nil, nil, "", newError(ReasonIPOutsidePools, "service %s: requested IP %s is only in pools that do not allow the Service (such as %q)", key, ip, denied)
-					}
-					return nil, nil, "", newError(ReasonIPOutsidePools, "service %s: requested IP %s is in no pool", key, ip)
-				}
-			}
-			if h, why := a.conflict(ip, st, meta); h != nil {
-				return nil, nil, "", newError(ReasonIPInUse, "service %s: requested IP %s is held by %s and cannot be shared: %s", key, ip, h.key, why)
-			}
-			ipPools[i] = p.name
-		}
-		return ips, ipPools, ipPools[0], nil
-	}
-
-	var buf [16]*pool
-	cands := buf[:0]
-	if reqPool != nil {
-		cands = append(cands, reqPool)
-	} else {
-		if len(a.order) == 0 {
-			return nil, nil, "", newError(ReasonNoPools, "service %s: no IP pools are configured", key)
-		}
-		for _, q := range a.order {
-			if q.autoAssign && q.allows(svc, nsl) {
-				cands = append(cands, q)
-			}
-		}
-		if len(cands) == 0 {
-			return nil, nil, "", newError(ReasonNoPools, "service %s: no pool with autoAssign enabled allows it", key)
-		}
-	}
-
-	// First pass: prefer a pool where the Service keeps an address it holds or
-	// shares one of its sharing key; second pass: the first pool that can serve.
-	canReuse := (st != nil && len(st.ips) > 0) || (meta.key != "" && len(a.byKey[meta.key]) > 0)
-	famFails, exhausted := 0, family(-1)
-	for pass := 0; pass < 2; pass++ {
-		if pass == 0 && !canReuse {
-			continue
-		}
-		for _, p := range cands {
-			fams, n := p.familiesFor(fn)
-			if n == 0 {
-				if pass == 1 {
-					famFails++
-				}
-				continue
-			}
-			ips := make([]netip.Addr, 0, n)
-			reused, ok := false, true
-			for _, f := range fams[:n] {
-				ip, r, found := a.pick(p, f, st, meta)
-				if !found {
-					ok = false
-					if pass == 1 && exhausted < 0 {
-						exhausted = f
-					}
-					break
-				}
-				ips = append(ips, ip)
-				reused = reused || r
-			}
-			if !ok || (pass == 0 && !reused) {
-				continue
-			}
-			return ips, nil, p.name, nil
-		}
-	}
-
-	tried := poolNames(cands)
-	switch {
-	case famFails == len(cands) && reqPool != nil:
-		return nil, nil, "", newError(ReasonFamilyUnavailable, "service %s: pool %q has no %s addresses (ipFamilyPolicy %s)", key, req.Pool, fn.missing(reqPool), fn.policy)
-	case famFails == len(cands):
-		return nil, nil, "", newError(ReasonFamilyUnavailable, "service %s: no usable pool has the address families it needs (ipFamilyPolicy %s; tried %s)", key, fn.policy, tried)
-	case reqPool != nil:
-		return nil, nil, "", newError(ReasonPoolExhausted, "service %s: pool %q has no free %s address", key, req.Pool, exhausted)
-	default:
-		return nil, nil, "", newError(ReasonPoolExhausted, "service %s: no free address in the pools it may use (tried %s)", key, tried)
-	}
-}
-
-// familiesFor returns the families the pool must supply for fn, in preference
-// order; n == 0 means the pool cannot serve the policy.
-func (p *pool) familiesFor(fn familyNeed) (fams [2]family, n int) {
-	switch fn.policy {
-	case singleStack:
-		if !p.hasFamily(fn.order[0]) {
-			return fams, 0
-		}
-		fams[0] = fn.order[0]
-		return fams, 1
-	case requireDualStack:
-		if !p.hasFamily(fam4) || !p.hasFamily(fam6) {
-			return fams, 0
-		}
-		return fn.order, 2
-	default:
-		for _, f := range fn.order {
-			if p.hasFamily(f) {
-				fams[n] = f
-				n++
-			}
-		}
-		return fams, n
-	}
-}
-
-// missing names the family p lacks for fn (for messages).
-func (fn familyNeed) missing(p *pool) string {
-	switch {
-	case fn.policy == preferDualStack:
-		return "IPv4 or IPv6"
-	case !p.hasFamily(fn.order[0]):
-		return fn.order[0].String()
-	}
-	return fn.order[1].String()
-}
-
-func (p policy) String() string {
-	switch p {
-	case preferDualStack:
-		return string(v1.IPFamilyPolicyPreferDualStack)
-	case requireDualStack:
-		return string(v1.IPFamilyPolicyRequireDualStack)
-	}
-	return string(v1.IPFamilyPolicySingleStack)
-}
-
-func poolNames(ps []*pool) string {
-	names := make([]string, len(ps))
-	for i, p := range ps {
-		names[i] = p.name
-	}
-	return strings.Join(names, ", ")
-}
-
-// pick chooses an address of family f in p for st: one it already holds, else
-// the lowest compatible address of its sharing key, else the lowest free one.
-// reused reports one of the first two cases.
-func (a *Allocator) pick(p *pool, f family, st *svcState, meta shareMeta) (ip netip.Addr, reused, ok bool) {
-	if st != nil {
-		for _, ip := range st.ips {
-			if familyOf(ip) == f && p.covers(ip) {
-				if h, _ := a.conflict(ip, st, meta); h == nil {
-					return ip, true, true
-				}
-			}
-		}
-	}
-	if meta.key != "" {
-		var best netip.Addr
-		for ip := range a.byKey[meta.key] {
-			if familyOf(ip) != f || (best.IsValid() && best.Less(ip)) || !p.covers(ip) {
-				continue
-			}
-			if h, _ := a.conflict(ip, st, meta); h == nil {
-				best = ip
-			}
-		}
-		if best.IsValid() {
-			return best, true, true
-		}
-	}
-	v, found := p.free[f].lowest()
-	if !found {
-		return netip.Addr{}, false, false
-	}
-	return fromU128(v, f == fam4), false, true
-}
-
-// conflict returns a holder of ip, other than st, that a Service with meta may
-// not share ip with, and why.
-func (a *Allocator) conflict(ip netip.Addr, st *svcState, meta shareMeta) (*svcState, string) {
-	u := a.owners[ip]
-	if u == nil {
-		return nil, ""
-	}
-	for _, h := range u.holders {
-		if h == st {
-			continue
-		}
-		if why := incompatible(meta, h.share); why != "" {
-			return h, why
-		}
-	}
-	return nil, ""
-}
-
-// incompatible says why two Services may not share an address ("" if they may).
-func incompatible(a, b shareMeta) string {
-	switch {
-	case a.key == "" || b.key == "":
-		return "sharing needs the same allow-shared-ip key on both Services"
-	case a.key != b.key:
-		return "sharing keys differ (" + a.key + " vs " + b.key + ")"
-	}
-	for _, p := range a.ports {
-		if slices.Contains(b.ports, p) {
-			return sprintfPort(p) + " is used by both"
-		}
-	}
-	if a.local || b.local {
-		if !(a.local && b.local) {
-			return "externalTrafficPolicy differs (a Local Service can only share with Local Services)"
-		}
-		if !maps.Equal(a.selector, b.selector) {
-			return "both are externalTrafficPolicy Local but their selectors differ"
-		}
-	}
-	return ""
-}
-
-func sprintfPort(p portProto) string { return fmt.Sprintf("port %d/%s", p.port, p.proto) }
-
-// metaFor extracts what sharing depends on; without a key nothing is needed.
-func metaFor(svc *v1.Service, key string) shareMeta {
-	if key == "" {
-		return shareMeta{}
-	}
-	m := shareMeta{
-		key:   key,
-		local: svc.Spec.ExternalTrafficPolicy == v1.ServiceExternalTrafficPolicyLocal,
-	}
-	for _, p := range svc.Spec.Ports {
-		proto := p.Protocol
-		if proto == "" {
-			proto = v1.ProtocolTCP
-		}
-		m.ports = append(m.ports, portProto{p.Port, proto})
-	}
-	if m.local {
-		m.selector = maps.Clone(svc.Spec.Selector)
-	}
-	return m
-}
-
-// commit makes st hold exactly ips and records its sharing metadata. ipPools[i]
-// is the pool ips[i] is allocated through if it is not yet held (poolName for
-// all when ipPools is nil). commit takes ownership of ips.
-func (a *Allocator) commit(st *svcState, key string, ips []netip.Addr, ipPools []string, poolName string, meta shareMeta, fn familyNeed) *svcState {
-	if st == nil {
-		st = &svcState{key: key}
-		a.services[key] = st
-	}
-	old := st.ips
-	for _, ip := range old {
-		if !slices.Contains(ips, ip) {
-			a.unhold(ip, st)
-		}
-	}
-	oldKey := st.share.key
-	st.share = meta
-	for i, ip := range ips {
-		if !slices.Contains(old, ip) {
-			through := poolName
-			if ipPools != nil {
-				through = ipPools[i]
-			}
-			a.hold(ip, st, through)
-		} else if oldKey != meta.key {
-			a.rekey(ip)
-		}
-	}
-	sortByFamily(ips, fn.order)
-	st.ips = ips
-	st.pool = poolName
-	return st
-}
-
-// hold adds st to the holders of ip, taking ip out of every pool covering it
-// when it was free. O(P log n).
-func (a *Allocator) hold(ip netip.Addr, st *svcState, poolName string) {
-	u := a.owners[ip]
-	if u == nil {
-		u = &ipUse{pool: poolName, key: st.share.key}
-		u.holders = u.one[:0]
-		a.owners[ip] = u
-		f, v := familyOf(ip), toU128(ip)
-		for _, p := range a.order {
-			if p.covers(ip) {
-				p.free[f].take(v)
-				p.assigned[f]++
-			}
-		}
-		if u.key != "" {
-			a.indexKey(u.key, ip)
-		}
-	}
-	u.holders = append(u.holders, st)
-}
-
-// unhold removes st from the holders of ip and frees ip in every pool covering
-// it when st was the last holder. O(P log n).
-func (a *Allocator) unhold(ip netip.Addr, st *svcState) {
-	u := a.owners[ip]
-	if u == nil {
-		return
-	}
-	u.holders = slices.DeleteFunc(u.holders, func(h *svcState) bool { return h == st })
-	if len(u.holders) > 0 {
-		return
-	}
-	delete(a.owners, ip)
-	f, v := familyOf(ip), toU128(ip)
-	for _, p := range a.order {
-		if p.covers(ip) {
-			p.free[f].free(v)
-			p.assigned[f]--
-		}
-	}
-	if p := a.pools[u.pool]; p != nil && !p.covers(ip) {
-		p.orphaned--
-	}
-	if u.key != "" {
-		a.unindexKey(u.key, ip)
-	}
-}
-
-// rekey follows a sole holder's change of sharing key.
-func (a *Allocator) rekey(ip netip.Addr) {
-	u := a.owners[ip]
-	if u == nil || len(u.holders) == 0 {
-		return
-	}
-	k := u.holders[0].share.key
-	if k == u.key {
-		return
-	}
-	if u.key != "" {
-		a.unindexKey(u.key, ip)
-	}
-	u.key = k
-	if k != "" {
-		a.indexKey(k, ip)
-	}
-}
-
-func (a *Allocator) indexKey(k string, ip netip.Addr) {
-	s := a.byKey[k]
-	if s == nil {
-		s = make(map[netip.Addr]struct{})
-		a.byKey[k] = s
-	}
-	s[ip] = struct{}{}
-}
-
-func (a *Allocator) unindexKey(k string, ip netip.Addr) {
-	if s := a.byKey[k]; s != nil {
-		delete(s, ip)
-		if len(s) == 0 {
-			delete(a.byKey, k)
-		}
-	}
-}
-
-// sortByFamily orders ips with order[0]'s family first (stable otherwise).
-func sortByFamily(ips []netip.Addr, order [2]family) {
-	slices.SortStableFunc(ips, func(x, y netip.Addr) int {
-		rx, ry := 0, 0
-		if familyOf(x) != order[0] {
-			rx = 1
-		}
-		if familyOf(y) != order[0] {
-			ry = 1
-		}
-		return rx - ry
-	})
-}
-
-// current returns a copy of what st holds.
-func (a *Allocator) current(st *svcState) Allocation {
-	if st == nil || len(st.ips) == 0 {
-		return Allocation{}
-	}
-	al := Allocation{IPs: slices.Clone(st.ips), Pool: st.pool}
-	for _, ip := range st.ips {
-		if a.orphan(ip) {
-			al.Orphaned = append(al.Orphaned, ip)
-		}
-	}
-	return al
-}
-
-// orphan reports whether no pool covers the held address ip.
-func (a *Allocator) orphan(ip netip.Addr) bool {
-	if u := a.owners[ip]; u != nil {
-		if p := a.pools[u.pool]; p != nil && p.covers(ip) {
-			return false
-		}
-	}
-	for _, p := range a.order {
-		if p.covers(ip) {
-			return false
-		}
-	}
-	return true
 }
 
 // Restore records that svc already holds ips (from status.loadBalancer.ingress at
@@ -716,8 +220,13 @@ func (a *Allocator) orphan(ip netip.Addr) bool {
 // outside every pool are accepted and reported as Orphaned. It fails with an
 // *Error of reason ReasonIPInUse, changing nothing, if another Service holds one
 // of the addresses and the two may not share it, and with ReasonInvalidRequest for
-// an invalid address. Each address is attributed to the first pool (by priority,
-// then name) that covers it and allows svc, else to the first that covers it.
+// an invalid address.
+//
+// Each address is attributed to the pool the Service's
+// AnnotationAllocatedFromPool names for its family when that pool exists (so
+// overlapping pools and orphaned addresses keep their attribution across
+// restarts); otherwise to the first pool (by priority, then name) that covers it
+// and allows svc, else to the first that covers it.
 func (a *Allocator) Restore(svc *v1.Service, ips []netip.Addr) error {
 	if svc == nil {
 		return newError(ReasonInvalidRequest, "nil Service")
@@ -734,11 +243,13 @@ func (a *Allocator) Restore(svc *v1.Service, ips []netip.Addr) error {
 		}
 	}
 	// Restore must not fail on annotations edited since the address was published:
-	// a conflicting sharing annotation simply means "no sharing key".
+	// a conflicting sharing annotation simply means "no sharing key", and an
+	// unreadable pool annotation means "attribute by coverage".
 	share, _ := agreeing(svcName{svc}, svc.Annotations, shareAnnotations[:])
 	req := Request{SharingKey: share}
 	fn, _ := familiesFor(svc, req, key)
 	meta := metaFor(svc, req.SharingKey)
+	published, _ := ParsePoolAnnotation(svc.Annotations[AnnotationAllocatedFromPool])
 
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -756,6 +267,10 @@ func (a *Allocator) Restore(svc *v1.Service, ips []netip.Addr) error {
 	nsl := a.nsLabels[svc.Namespace]
 	ipPools := make([]string, len(clean))
 	for i, ip := range clean {
+		if name := published.For(ip); name != "" && a.pools[name] != nil {
+			ipPools[i] = name
+			continue
+		}
 		for _, p := range a.order {
 			if !p.covers(ip) {
 				continue
@@ -769,15 +284,22 @@ func (a *Allocator) Restore(svc *v1.Service, ips []netip.Addr) error {
 			}
 		}
 	}
-	a.commit(st, key, clean, ipPools, ipPools[0], meta, fn)
+	st = a.commit(st, key, clean, ipPools, ipPools[0], meta, fn)
+	st.uid = svc.UID
 	return nil
 }
 
 // Release frees what the Service "namespace/name" holds and reports whether it
-// held anything. A shared address is freed when its last holder releases it.
-func (a *Allocator) Release(key string) bool {
+// held anything. With a non-empty uid it releases only what that incarnation of
+// the Service holds, so a late deletion of an old Service never frees the
+// addresses of a new Service with the same name. A shared address is freed when
+// its last holder releases it.
+func (a *Allocator) Release(key string, uid types.UID) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if st := a.services[key]; st != nil && uid != "" && st.uid != "" && st.uid != uid {
+		return false
+	}
 	return a.release(key)
 }
 
@@ -835,18 +357,32 @@ func (a *Allocator) PoolNames() []string {
 }
 
 // Overlaps returns the other pools that share at least one address with the named
-// pool, sorted. O(P·R).
+// pool, sorted. The overlap relation of all pools is computed once after pool
+// changes by a sweep over every range (O(N log N + K) for N ranges and K
+// overlapping pairs) and cached, so loading P pools and then asking each for its
+// overlaps costs O(P log P), not O(P²).
 func (a *Allocator) Overlaps(name string) []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	p := a.pools[name]
-	if p == nil {
+	if a.pools[name] == nil {
 		return nil
 	}
+	return slices.Clone(a.overlaps.of(a.order, name))
+}
+
+// PoolsCovering returns the names of the pools that cover any of ips (that may
+// hand them out), sorted: the pools whose counts change when those addresses
+// are taken or freed. O(P log R) per address.
+func (a *Allocator) PoolsCovering(ips ...netip.Addr) []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	var out []string
-	for _, q := range a.order {
-		if q != p && p.overlaps(q) {
-			out = append(out, q.name)
+	for _, p := range a.order {
+		for _, ip := range ips {
+			if p.covers(ip.Unmap()) {
+				out = append(out, p.name)
+				break
+			}
 		}
 	}
 	slices.Sort(out)

@@ -37,7 +37,12 @@ func TestAllocateFamilies(t *testing.T) {
 		{"single IPv6 from v4 pool", []*v1alpha1.IPPool{v4}, []svcOpt{fams(single, "IPv6")}, "", ReasonFamilyUnavailable},
 		{"prefer, dual pool", []*v1alpha1.IPPool{dual}, []svcOpt{fams(prefer, "IPv4", "IPv6")}, "10.0.0.0,2001:db8::", ""},
 		{"prefer, IPv6 first", []*v1alpha1.IPPool{dual}, []svcOpt{fams(prefer, "IPv6", "IPv4")}, "2001:db8::,10.0.0.0", ""},
-		{"prefer, one family listed", []*v1alpha1.IPPool{dual}, []svcOpt{fams(prefer, "IPv4")}, "10.0.0.0,2001:db8::", ""},
+		// PreferDualStack in a single-stack cluster: the API server lists one family,
+		// and that is all kube-proxy forwards.
+		{"prefer, one family listed", []*v1alpha1.IPPool{dual}, []svcOpt{fams(prefer, "IPv4")}, "10.0.0.0", ""},
+		{"prefer, IPv6 only listed", []*v1alpha1.IPPool{dual}, []svcOpt{fams(prefer, "IPv6")}, "2001:db8::", ""},
+		{"prefer, one family listed, pool lacks it", []*v1alpha1.IPPool{v6}, []svcOpt{fams(prefer, "IPv4")}, "", ReasonFamilyUnavailable},
+		{"prefer, no families listed: both", []*v1alpha1.IPPool{dual}, []svcOpt{fams(prefer)}, "10.0.0.0,2001:db8::", ""},
 		{"prefer, v4 pool", []*v1alpha1.IPPool{v4}, []svcOpt{fams(prefer, "IPv4", "IPv6")}, "10.0.1.0", ""},
 		{"prefer, v6 pool", []*v1alpha1.IPPool{v6}, []svcOpt{fams(prefer, "IPv4", "IPv6")}, "2001:db8:1::", ""},
 		{"require, dual pool", []*v1alpha1.IPPool{dual}, []svcOpt{fams(require, "IPv6", "IPv4")}, "2001:db8::,10.0.0.0", ""},
@@ -46,8 +51,15 @@ func TestAllocateFamilies(t *testing.T) {
 		{"require, requested v4 pool", []*v1alpha1.IPPool{v4, dual}, []svcOpt{fams(require), inPool("v4")}, "", ReasonFamilyUnavailable},
 		{"require skips v4 pool", []*v1alpha1.IPPool{v4, dual}, []svcOpt{fams(require)}, "10.0.0.0,2001:db8::", ""},
 		{"single v4 skips v6 pool", []*v1alpha1.IPPool{v6, dual}, []svcOpt{fams(single, "IPv4")}, "10.0.0.0", ""},
-		{"explicit ips decide: two for prefer", []*v1alpha1.IPPool{dual}, []svcOpt{fams(prefer, "IPv4"), ips("2001:db8::2,10.0.0.3")}, "10.0.0.3,2001:db8::2", ""},
-		{"explicit v6 for single v4", []*v1alpha1.IPPool{dual}, []svcOpt{fams(single, "IPv4"), ips("2001:db8::2")}, "2001:db8::2", ""},
+		{"explicit two for dual prefer", []*v1alpha1.IPPool{dual}, []svcOpt{fams(prefer, "IPv4", "IPv6"), ips("2001:db8::2,10.0.0.3")}, "10.0.0.3,2001:db8::2", ""},
+		{"explicit one for dual prefer", []*v1alpha1.IPPool{dual}, []svcOpt{fams(prefer, "IPv4", "IPv6"), ips("2001:db8::2")}, "2001:db8::2", ""},
+		// A requested address of a family the Service does not have is refused:
+		// nothing would forward it.
+		{"explicit two for single-family prefer", []*v1alpha1.IPPool{dual}, []svcOpt{fams(prefer, "IPv4"), ips("2001:db8::2,10.0.0.3")}, "", ReasonIPFamilyMismatch},
+		{"explicit v6 for single v4", []*v1alpha1.IPPool{dual}, []svcOpt{fams(single, "IPv4"), ips("2001:db8::2")}, "", ReasonIPFamilyMismatch},
+		{"spec.loadBalancerIP v6 for single v4", []*v1alpha1.IPPool{dual}, []svcOpt{fams(single, "IPv4"), lbIP("2001:db8::2")}, "", ReasonIPFamilyMismatch},
+		{"explicit v4 for single v6", []*v1alpha1.IPPool{dual}, []svcOpt{fams(single, "IPv6"), ips("10.0.0.1")}, "", ReasonIPFamilyMismatch},
+		{"explicit v6, no families (IPv4)", []*v1alpha1.IPPool{dual}, []svcOpt{ips("2001:db8::2")}, "", ReasonIPFamilyMismatch},
 		{"explicit two for single", []*v1alpha1.IPPool{dual}, []svcOpt{fams(single, "IPv4"), ips("10.0.0.1,2001:db8::2")}, "", ReasonInvalidRequest},
 		{"explicit two for nil policy", []*v1alpha1.IPPool{dual}, []svcOpt{ips("10.0.0.1,2001:db8::2")}, "", ReasonInvalidRequest},
 		{"explicit one for require", []*v1alpha1.IPPool{dual}, []svcOpt{fams(require), ips("10.0.0.1")}, "", ReasonInvalidRequest},
@@ -100,7 +112,7 @@ func TestPoolOrderAndLowestFirst(t *testing.T) {
 		t.Fatalf("manual IP: %s", got)
 	}
 	// A freed address is the lowest again.
-	a.Release("ns/s1")
+	a.Release("ns/s1", "")
 	if got := mustAlloc(t, a, mkSvc("ns/again")); got != "10.2.0.2" {
 		t.Fatalf("after release: %s", got)
 	}
@@ -162,7 +174,8 @@ func TestErrorReasons(t *testing.T) {
 		{"all exhausted", pools(), []string{"10.0.0.0", "10.0.0.1"}, nil, ReasonPoolExhausted},
 		{"ip outside pools", pools(), nil, []svcOpt{ips("192.0.2.1")}, ReasonIPOutsidePools},
 		{"ip in disallowed pool", pools(), nil, []svcOpt{ips("10.1.0.1")}, ReasonIPOutsidePools},
-		{"ip outside requested pool", pools(), nil, []svcOpt{ips("2001:db8::1"), inPool("open")}, ReasonIPOutsidePools},
+		{"ip outside requested pool", pools(), nil, []svcOpt{ips("10.1.0.1"), inPool("open")}, ReasonIPOutsidePools},
+		{"ip of a family the Service lacks", pools(), nil, []svcOpt{ips("2001:db8::1")}, ReasonIPFamilyMismatch},
 		{"ip in use", pools(), []string{"10.0.0.1"}, []svcOpt{ips("10.0.0.1")}, ReasonIPInUse},
 		{"family unavailable", pools(), nil, []svcOpt{fams(require)}, ReasonFamilyUnavailable},
 		{"family unavailable in requested pool", pools(), nil, []svcOpt{fams(single, "IPv6"), inPool("open")}, ReasonFamilyUnavailable},
@@ -260,14 +273,14 @@ func TestSharedReleaseAfterLastHolder(t *testing.T) {
 	if st, _ := a.Stats("p"); st.AssignedIPv4 != 1 || st.AvailableIPv4 != 1 {
 		t.Fatalf("stats %+v", st)
 	}
-	if !a.Release("ns/a") {
+	if !a.Release("ns/a", "") {
 		t.Fatal("release a")
 	}
 	checkInvariants(t, a)
 	if got := mustAlloc(t, a, mkSvc("ns/c")); got != "10.0.0.1" {
 		t.Fatalf("c = %s (shared address still held by b)", got)
 	}
-	if !a.Release("ns/b") || a.Release("ns/b") {
+	if !a.Release("ns/b", "") || a.Release("ns/b", "") {
 		t.Fatal("release b")
 	}
 	if got := mustAlloc(t, a, mkSvc("ns/d")); got != "10.0.0.0" {
@@ -409,7 +422,7 @@ func TestPoolEditOrphans(t *testing.T) {
 	}
 	checkInvariants(t, a)
 	// Releasing orphans keeps counters consistent when the pool returns.
-	a.Release("ns/b")
+	a.Release("ns/b", "")
 	if err := a.SetPool(mkPool("p", []string{"10.0.0.2/31"})); err != nil {
 		t.Fatal(err)
 	}
@@ -451,12 +464,12 @@ func TestOverlappingPools(t *testing.T) {
 		t.Fatalf("small should be exhausted: %v", err)
 	}
 	// Freed through big's allocation, it is free in small again.
-	a.Release("ns/s1") // 10.0.0.5
+	a.Release("ns/s1", "") // 10.0.0.5
 	if got := mustAlloc(t, a, mkSvc("ns/y", inPool("small"))); got != "10.0.0.5" {
 		t.Fatalf("y = %s", got)
 	}
 	// An explicit IP in both pools is taken from both.
-	a.Release("ns/s2") // 10.0.0.6
+	a.Release("ns/s2", "") // 10.0.0.6
 	if got := mustAlloc(t, a, mkSvc("ns/z", ips("10.0.0.6"), inPool("big"))); got != "10.0.0.6" {
 		t.Fatal(got)
 	}
@@ -666,7 +679,7 @@ func TestNilService(t *testing.T) {
 	if err := a.Restore(nil, nil); reason(err) != ReasonInvalidRequest {
 		t.Fatal(err)
 	}
-	if _, ok := a.Lookup("ns/none"); ok || a.Release("ns/none") {
+	if _, ok := a.Lookup("ns/none"); ok || a.Release("ns/none", "") {
 		t.Fatal("unknown service")
 	}
 }
@@ -704,7 +717,7 @@ func TestRandomOperations(t *testing.T) {
 		case op == 1:
 			a.DeletePool(fmt.Sprintf("p%d", next(4)))
 		case op == 2:
-			a.Release(svc)
+			a.Release(svc, "")
 		case op == 3:
 			ip := fmt.Sprintf("10.0.0.%d", next(20))
 			_ = a.Restore(mkSvc(svc, shareKey([]string{"", "k"}[next(2)]), ports(tcp(int32(next(3))))), addrs(ip))
@@ -765,7 +778,7 @@ func TestConcurrentUse(t *testing.T) {
 					mu.Lock()
 					delete(seen, al.IPs[0])
 					mu.Unlock()
-					a.Release(key)
+					a.Release(key, "")
 				}
 			}
 		}()

@@ -96,7 +96,7 @@ func BenchmarkAllocateRelease(b *testing.B) {
 	}
 	// Free every other address so the free space is fragmented.
 	for i := 0; i < 10_000; i += 2 {
-		a.Release(fmt.Sprintf("ns/base%d", i))
+		a.Release(fmt.Sprintf("ns/base%d", i), "")
 	}
 	churn := make([]*v1.Service, 1024)
 	for i := range churn {
@@ -109,7 +109,7 @@ func BenchmarkAllocateRelease(b *testing.B) {
 		if _, err := a.Allocate(svc); err != nil {
 			b.Fatal(err)
 		}
-		a.Release(ServiceKey(svc))
+		a.Release(ServiceKey(svc), "")
 	}
 }
 

@@ -27,6 +27,9 @@ const (
 	// ReasonFamilyUnavailable: the pool cannot supply a needed address family, for
 	// example RequireDualStack from a pool with IPv4 addresses only.
 	ReasonFamilyUnavailable = "FamilyUnavailable"
+	// ReasonIPFamilyMismatch: a requested address is of a family the Service
+	// does not have in spec.ipFamilies, so nothing would forward it.
+	ReasonIPFamilyMismatch = "IPFamilyMismatch"
 )
 
 // Error is a refused allocation. Reason is one of the Reason constants; Message is

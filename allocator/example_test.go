@@ -83,7 +83,7 @@ func ExampleAllocator_Allocate_sharing() {
 	}
 
 	// The address is freed when its last holder releases it.
-	fmt.Println(a.Release("dns/dns-udp"), a.Release("dns/dns-tcp"))
+	fmt.Println(a.Release("dns/dns-udp", ""), a.Release("dns/dns-tcp", ""))
 	st, _ := a.Stats("public")
 	fmt.Println("assigned:", st.AssignedIPv4)
 	// Output:

@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/ironlb/ironlb/allocator/provider"
@@ -31,7 +32,7 @@ func ExampleCloud_EnsureLoadBalancer() {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	cloud := provider.New(provider.Options{})
-	if err := cloud.Start(ctx, client, dyn); err != nil {
+	if err := cloud.Start(ctx, client, dyn, informers.NewSharedInformerFactory(client, 0)); err != nil {
 		panic(err)
 	}
 	<-cloud.Ready() // the allocator has been rebuilt from the (fake) cluster

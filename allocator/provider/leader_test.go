@@ -46,12 +46,8 @@ func startReplica(t *testing.T, id string, client *fake.Clientset, e *env) *repl
 					r.leading = true
 					r.mu.Unlock()
 					cloud := provider.New(provider.Options{RetryAfter: 100 * time.Millisecond})
-					if err := cloud.Start(ctx, client, e.dyn); err != nil {
-						t.Error(err)
-						return
-					}
 					stopped := make(chan struct{})
-					startControllers(ctx, t, cloud, client, stopped, true)
+					startControllers(ctx, t, cloud, client, e.dyn, stopped)
 					<-stopped
 				},
 				OnStoppedLeading: func() {

@@ -1,16 +1,22 @@
 package provider
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Metrics are the controller's Prometheus series, all prefixed ironlb_allocator_.
+// Metrics are the controller's Prometheus series: ironlb_allocator_* for pools and
+// allocations, ironlb_controller_* for the Service controller.
 // A nil *Metrics is valid and records nothing.
 type Metrics struct {
 	total    *prometheus.GaugeVec
 	inUse    *prometheus.GaugeVec
 	events   *prometheus.CounterVec
 	refusals *prometheus.CounterVec
+	syncs    *prometheus.CounterVec
+	syncTime prometheus.Histogram
+	writes   prometheus.Counter
 }
 
 // NewMetrics registers the allocator series with reg.
@@ -33,7 +39,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Allocation requests refused, by reason.",
 		}, []string{"reason"}),
 	}
-	reg.MustRegister(m.total, m.inUse, m.events, m.refusals)
+	m.syncs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "ironlb", Subsystem: "controller", Name: "syncs_total",
+		Help: "Service syncs by result: published, unchanged, refused, cleaned, deleted, ignored, error.",
+	}, []string{"result"})
+	m.syncTime = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: "ironlb", Subsystem: "controller", Name: "sync_duration_seconds",
+		Help:    "Time of one Service sync, API write included.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 4, 9),
+	})
+	m.writes = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "ironlb", Subsystem: "controller", Name: "service_writes_total",
+		Help: "PATCH requests sent for Services (status, finalizer and attribution in one).",
+	})
+	reg.MustRegister(m.total, m.inUse, m.events, m.refusals, m.syncs, m.syncTime, m.writes)
 	return m
 }
 
@@ -52,6 +71,19 @@ func (m *Metrics) released() {
 func (m *Metrics) refused(reason string) {
 	if m != nil {
 		m.refusals.WithLabelValues(reason).Inc()
+	}
+}
+
+func (m *Metrics) synced(result string, took time.Duration) {
+	if m != nil {
+		m.syncs.WithLabelValues(result).Inc()
+		m.syncTime.Observe(took.Seconds())
+	}
+}
+
+func (m *Metrics) wrote() {
+	if m != nil {
+		m.writes.Inc()
 	}
 }
 

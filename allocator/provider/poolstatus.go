@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
@@ -73,20 +74,34 @@ func (w *poolStatusWriter) sync(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	want := w.c.PoolStatus(pool)
-	if equality.Semantic.DeepEqual(want, pool.Status) {
-		return nil
-	}
-	pool.Status = want
-	content, err := runtime.DefaultUnstructuredConverter.ToUnstructured(pool)
-	if err != nil {
+	// The informer's copy may be older than the stored object (another writer, or
+	// our previous write not yet seen): on a conflict, read the current object and
+	// try again, so the status always converges to the allocator's counts.
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		want := w.c.PoolStatus(pool)
+		if equality.Semantic.DeepEqual(want, pool.Status) {
+			return nil
+		}
+		pool.Status = want
+		content, err := runtime.DefaultUnstructuredConverter.ToUnstructured(pool)
+		if err != nil {
+			return err
+		}
+		_, err = w.c.dyn.Resource(v1alpha1.IPPoolsResource).UpdateStatus(ctx, &unstructured.Unstructured{Object: content}, metav1.UpdateOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if apierrors.IsConflict(err) {
+			u, gerr := w.c.dyn.Resource(v1alpha1.IPPoolsResource).Get(ctx, name, metav1.GetOptions{})
+			if gerr != nil {
+				return gerr
+			}
+			if pool, gerr = poolFromObject(u); gerr != nil {
+				return gerr
+			}
+		}
 		return err
-	}
-	_, err = w.c.dyn.Resource(v1alpha1.IPPoolsResource).UpdateStatus(ctx, &unstructured.Unstructured{Object: content}, metav1.UpdateOptions{})
-	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
-		return nil // a newer version is on its way through the informer and will mark the pool again
-	}
-	return err
+	})
 }
 
 // PoolStatus computes the status the controller publishes for pool: counts from the
@@ -131,9 +146,12 @@ func (c *Cloud) PoolStatus(pool *v1alpha1.IPPool) v1alpha1.IPPoolStatus {
 	if s.TotalIPv6 > 0 && s.AvailableIPv6 == 0 {
 		full = append(full, "IPv6")
 	}
-	if len(full) > 0 {
+	switch {
+	case s.TotalIPv4 == 0 && s.TotalIPv6 == 0:
+		set(v1alpha1.ConditionExhausted, true, "NoUsableAddress", "the pool has no address it may hand out (avoidBuggyIPs excludes every one)")
+	case len(full) > 0:
 		set(v1alpha1.ConditionExhausted, true, "NoFreeAddress", "no free "+strings.Join(full, " or ")+" address")
-	} else {
+	default:
 		set(v1alpha1.ConditionExhausted, false, "FreeAddresses", "addresses are available")
 	}
 	if s.Orphaned > 0 {

@@ -15,22 +15,19 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/dynamic"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
-	servicecontroller "k8s.io/cloud-provider/controllers/service"
 	servicehelper "k8s.io/cloud-provider/service/helpers"
-	"k8s.io/component-base/featuregate"
-	controllersmetrics "k8s.io/component-base/metrics/prometheus/controllers"
 
 	"github.com/ironlb/ironlb/allocator"
 	"github.com/ironlb/ironlb/allocator/provider"
 	"github.com/ironlb/ironlb/api/v1alpha1"
 )
 
-// env is a Cloud wired to fake clientsets, with the stock service controller and the
-// class controller running, as ironlb-controller runs them.
+// env is a Cloud and ironlb's ServiceController wired to fake clientsets.
 type env struct {
 	t       *testing.T
 	client  *fake.Clientset
@@ -71,47 +68,49 @@ func newDynamic(t testing.TB, pools ...*v1alpha1.IPPool) *dynamicfake.FakeDynami
 
 func newEnv(t *testing.T, pools []*v1alpha1.IPPool, objs ...runtime.Object) *env {
 	t.Helper()
-	return newEnvWith(t, true, pools, objs...)
+	return newEnvFull(t, provider.Options{}, nil, pools, objs...)
 }
 
-// newEnvWith runs the class controller, and the stock service controller when stock
-// is true (ironlb-controller --controllers=ironlb-class-controller runs only the former).
-func newEnvWith(t *testing.T, stock bool, pools []*v1alpha1.IPPool, objs ...runtime.Object) *env {
+// newEnvHook is newEnv with hook run on the clients before anything starts (to
+// add reactors).
+func newEnvHook(t *testing.T, pools []*v1alpha1.IPPool, hook func(*env), objs ...runtime.Object) *env {
+	t.Helper()
+	return newEnvFull(t, provider.Options{}, hook, pools, objs...)
+}
+
+// newEnvFull runs a Cloud and ironlb's ServiceController on fake clientsets, as
+// ironlb-controller runs them (one shared informer factory).
+func newEnvFull(t *testing.T, opts provider.Options, hook func(*env), pools []*v1alpha1.IPPool, objs ...runtime.Object) *env {
 	t.Helper()
 	e := &env{t: t, client: fake.NewSimpleClientset(objs...), dyn: newDynamic(t, pools...), reg: prometheus.NewRegistry(), stopped: make(chan struct{})}
-	e.cloud = provider.New(provider.Options{RetryAfter: 100 * time.Millisecond, Metrics: provider.NewMetrics(e.reg)})
+	if hook != nil {
+		hook(e)
+	}
+	if opts.RetryAfter == 0 {
+		opts.RetryAfter = 100 * time.Millisecond
+	}
+	opts.Metrics = provider.NewMetrics(e.reg)
+	e.cloud = provider.New(opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
-	if err := e.cloud.Start(ctx, e.client, e.dyn); err != nil {
-		t.Fatal(err)
-	}
-	startControllers(ctx, t, e.cloud, e.client, e.stopped, stock)
+	startControllers(ctx, t, e.cloud, e.client, e.dyn, e.stopped)
 	t.Cleanup(e.stop)
 	return e
 }
 
-func startControllers(ctx context.Context, t testing.TB, cloud *provider.Cloud, client kubernetes.Interface, stopped chan struct{}, stock bool) {
+// startControllers starts cloud and a ServiceController on one informer factory;
+// stopped is closed when both have stopped after ctx ends.
+func startControllers(ctx context.Context, t testing.TB, cloud *provider.Cloud, client kubernetes.Interface, dyn dynamic.Interface, stopped chan struct{}) {
 	factory := informers.NewSharedInformerFactory(client, 0)
-	done := make(chan struct{}, 2)
-	running := 1
-	if stock {
-		sc, err := servicecontroller.New(cloud, client, factory.Core().V1().Services(), factory.Core().V1().Nodes(), "test", featuregate.NewFeatureGate())
-		if err != nil {
-			t.Fatal(err)
-		}
-		running++
-		go func() { sc.Run(ctx, 2, controllersmetrics.NewControllerManagerMetrics("test")); done <- struct{}{} }()
-	}
-	cc, err := provider.NewClassController(cloud, client, factory.Core().V1().Services())
+	sc, err := provider.NewServiceController(cloud, client, factory.Core().V1().Services())
 	if err != nil {
 		t.Fatal(err)
 	}
-	factory.Start(ctx.Done())
-	go func() { cc.Run(ctx, 2); done <- struct{}{} }()
+	if err := cloud.Start(ctx, client, dyn, factory); err != nil {
+		t.Fatal(err)
+	}
 	go func() {
-		for range running {
-			<-done
-		}
+		sc.Run(ctx, 4)
 		factory.Shutdown()
 		close(stopped)
 	}()
@@ -312,7 +311,7 @@ func TestClasses(t *testing.T) {
 	e.create(lbService("default", "theirs", 80, class("example.com/other")))
 	e.create(lbService("default", "plain", 80))
 	e.waitIPs("default", "plain", "192.0.2.201")
-	time.Sleep(200 * time.Millisecond)
+	e.waitSyncedResult("ignored", 1) // the other class's Service was looked at
 	if th, _ := e.client.CoreV1().Services("default").Get(context.Background(), "theirs", metav1.GetOptions{}); len(th.Status.LoadBalancer.Ingress) != 0 || len(th.Finalizers) != 0 {
 		t.Fatalf("a Service of another class must be left alone: %s %v", ingress(th), th.Finalizers)
 	}
@@ -323,19 +322,20 @@ func TestClasses(t *testing.T) {
 	e.waitIPs("default", "reuse", "192.0.2.200")
 }
 
-// With only the class controller running, it alone must release a class Service's
-// address when the Service leaves type LoadBalancer (its class is cleared then), and
-// it must not touch class-less Services.
-func TestClassControllerAloneCleansUpTypeChange(t *testing.T) {
-	e := newEnvWith(t, false, []*v1alpha1.IPPool{pool("lan", "192.0.2.200-192.0.2.210")})
+// With IgnoreClassless, only ironlb's class is served: class-less Services are
+// left alone, and a class Service that leaves LoadBalancer type (its class is
+// cleared then) is still released and cleaned up.
+func TestIgnoreClasslessCleansUpTypeChange(t *testing.T) {
+	e := newEnvFull(t, provider.Options{IgnoreClassless: true}, nil, []*v1alpha1.IPPool{pool("lan", "192.0.2.200-192.0.2.210")})
 	class := provider.DefaultLoadBalancerClass
+	e.create(lbService("default", "classless", 80))
 	e.create(lbService("default", "ours", 80, func(s *v1.Service) { s.Spec.LoadBalancerClass = &class }))
 	s := e.waitIPs("default", "ours", "192.0.2.200")
-	e.create(lbService("default", "classless", 80))
 
 	e.leaveLoadBalancer(s)
+	e.waitSynced(3) // classless, ours (allocation), ours (cleanup)
 	if cl, _ := e.client.CoreV1().Services("default").Get(context.Background(), "classless", metav1.GetOptions{}); len(cl.Status.LoadBalancer.Ingress) != 0 || len(cl.Finalizers) != 0 {
-		t.Errorf("class-less Services belong to the stock service controller: %s %v", ingress(cl), cl.Finalizers)
+		t.Errorf("class-less Services belong to another provider here: %s %v", ingress(cl), cl.Finalizers)
 	}
 }
 
@@ -358,22 +358,7 @@ func TestPoolStatusAndMetrics(t *testing.T) {
 	e := newEnv(t, []*v1alpha1.IPPool{pool("lan", "192.0.2.200-192.0.2.203", "2001:db8::200-2001:db8::2ff"), pool("over", "192.0.2.203/32")})
 	e.create(lbService("default", "one", 80))
 	e.waitIPs("default", "one", "192.0.2.200")
-	var st v1alpha1.IPPoolStatus
-	err := wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
-		u, err := e.dyn.Resource(v1alpha1.IPPoolsResource).Get(ctx, "lan", metav1.GetOptions{})
-		if err != nil {
-			return false, nil
-		}
-		var p v1alpha1.IPPool
-		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &p); err != nil {
-			return false, err
-		}
-		st = p.Status
-		return st.AssignedIPv4 == 1, nil
-	})
-	if err != nil {
-		t.Fatalf("pool status not written: %+v", st)
-	}
+	st := e.waitPoolStatus("lan", func(st v1alpha1.IPPoolStatus) bool { return st.AssignedIPv4 == 1 })
 	if st.TotalIPv4 != 4 || st.AvailableIPv4 != 3 || st.TotalIPv6 != 256 || st.AvailableIPv6 != 256 || st.Assigned != 1 || st.Available != 259 {
 		t.Errorf("counts: %+v", st)
 	}
@@ -428,29 +413,11 @@ func findCondition(cs []metav1.Condition, t string) *metav1.Condition {
 // metric returns the value of the series name whose label values include labels.
 func metric(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
+	v := metricOr(reg, name, -1, labels...)
+	if v == -1 {
+		t.Fatalf("metric %s%v not found", name, labels)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			var vals []string
-			for _, lp := range m.GetLabel() {
-				vals = append(vals, lp.GetValue())
-			}
-			if containsAll(vals, labels) {
-				if m.GetGauge() != nil {
-					return m.GetGauge().GetValue()
-				}
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	t.Fatalf("metric %s%v not found", name, labels)
-	return 0
+	return v
 }
 
 func containsAll(have, want []string) bool {
@@ -476,17 +443,8 @@ func TestInvalidPoolReportedOthersUnaffected(t *testing.T) {
 	if msg := e.waitEvent("bad", "InvalidPool"); !strings.Contains(msg, "192.0.2.20-192.0.2.10") {
 		t.Errorf("InvalidPool event should quote the bad range: %q", msg)
 	}
-	err := wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
-		u, err := e.dyn.Resource(v1alpha1.IPPoolsResource).Get(ctx, "bad", metav1.GetOptions{})
-		if err != nil {
-			return false, nil
-		}
-		var p v1alpha1.IPPool
-		_ = runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &p)
-		c := findCondition(p.Status.Conditions, v1alpha1.ConditionValid)
-		return c != nil && c.Status == metav1.ConditionFalse, nil
+	e.waitPoolStatus("bad", func(st v1alpha1.IPPoolStatus) bool {
+		c := findCondition(st.Conditions, v1alpha1.ConditionValid)
+		return c != nil && c.Status == metav1.ConditionFalse
 	})
-	if err != nil {
-		t.Fatal("pool bad has no Valid=False condition")
-	}
 }

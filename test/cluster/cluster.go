@@ -51,6 +51,9 @@ type Config struct {
 	AdvertiseAddress netip.Addr
 	// ServiceCIDR is --service-cluster-ip-range. Default 198.19.0.0/16.
 	ServiceCIDR netip.Prefix
+	// ServiceCIDRv6, when valid, makes the cluster dual-stack: a second
+	// --service-cluster-ip-range of the other family (e.g. 2001:db8:ffff::/112).
+	ServiceCIDRv6 netip.Prefix
 	// Port is the API server's secure port. Default 6443.
 	Port int
 	// Binaries are the executables; empty fields are filled by EnsureBinaries.
@@ -117,10 +120,18 @@ func (cfg *Config) setDefaults() error {
 		cfg.ServiceCIDR = netip.MustParsePrefix("198.19.0.0/16")
 	}
 	cfg.ServiceCIDR = cfg.ServiceCIDR.Masked()
+	cfg.ServiceCIDRv6 = cfg.ServiceCIDRv6.Masked()
 	if cfg.Port == 0 {
 		cfg.Port = 6443
 	}
 	return nil
+}
+
+func serviceRanges(cfg Config) string {
+	if cfg.ServiceCIDRv6.IsValid() {
+		return cfg.ServiceCIDR.String() + "," + cfg.ServiceCIDRv6.String()
+	}
+	return cfg.ServiceCIDR.String()
 }
 
 // Start runs etcd and kube-apiserver and returns once /readyz answers ok and the
@@ -215,7 +226,7 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 		"--bind-address=" + cfg.ListenAddress.String(),
 		"--secure-port=" + strconv.Itoa(cfg.Port),
 		"--advertise-address=" + cfg.AdvertiseAddress.String(),
-		"--service-cluster-ip-range=" + cfg.ServiceCIDR.String(),
+		"--service-cluster-ip-range=" + serviceRanges(cfg),
 		"--cert-dir=" + f("apiserver-certs"),
 		"--tls-cert-file=" + f("apiserver.crt"),
 		"--tls-private-key-file=" + f("apiserver.key"),
@@ -225,7 +236,6 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 		"--service-account-issuer=" + serviceAccountIssuer,
 		"--authorization-mode=RBAC",
 		"--anonymous-auth=false",
-		"--enable-priority-and-fairness=false",
 		"--allow-privileged=true",
 		"--profiling=false",
 		"--endpoint-reconciler-type=" + endpointReconciler(cfg.AdvertiseAddress),

@@ -165,8 +165,9 @@ func TestRequestsClassesExhaustion(t *testing.T) {
 	if !hasFinalizer(classy, "service.kubernetes.io/load-balancer-cleanup") {
 		t.Errorf("class Service lacks the cleanup finalizer: %v", classy.Finalizers)
 	}
+	ignored := ctrlMetric(t, ctrl, "ironlb_controller_syncs_total", `result="ignored"`)
 	createService(t, ns, "foreign", 80, withClass("example.com/other"))
-	time.Sleep(time.Second)
+	waitSyncs(t, ctrl, "ignored", ignored)
 	if s, _ := env.Cluster.Client.CoreV1().Services(ns).Get(t.Context(), "foreign", metav1.GetOptions{}); len(s.Status.LoadBalancer.Ingress) != 0 || len(s.Finalizers) != 0 {
 		t.Errorf("a Service of another class must be left alone: %s %v", ingressIPs(s), s.Finalizers)
 	}

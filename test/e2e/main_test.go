@@ -7,9 +7,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -39,9 +36,8 @@ func run(m *testing.M) int {
 		fmt.Printf("e2e: bringing up the lab: %v\n", err)
 		return 1
 	}
-	prefix := env.Lab.Prefix()
 	var pids []int
-	fmt.Printf("e2e: lab %s with control plane up in %v\n", prefix, time.Since(start).Round(time.Millisecond))
+	fmt.Printf("e2e: lab %s with control plane up in %v\n", env.Lab.Prefix(), time.Since(start).Round(time.Millisecond))
 	code := func() int {
 		defer env.Down()
 		if ctrl, err = env.StartController(ctx); err != nil {
@@ -53,31 +49,9 @@ func run(m *testing.M) int {
 		return code
 	}()
 	// The lab must leave nothing behind, whatever the tests did.
-	if left := leftovers(prefix, pids); left != "" {
+	if left := env.Leftovers(pids); left != "" {
 		fmt.Printf("e2e: FAIL: the lab left %s behind\n", left)
 		return 1
 	}
 	return code
-}
-
-func leftovers(prefix string, pids []int) string {
-	var left []string
-	out, _ := exec.Command("ip", "netns", "list").Output()
-	for _, line := range strings.Split(string(out), "\n") {
-		if strings.HasPrefix(line, prefix+"-") {
-			left = append(left, "namespace "+strings.Fields(line)[0])
-		}
-	}
-	out, _ = exec.Command("ip", "-o", "link", "show").Output()
-	for _, line := range strings.Split(string(out), "\n") {
-		if f := strings.Fields(line); len(f) > 1 && strings.HasPrefix(strings.TrimSuffix(f[1], ":"), prefix) {
-			left = append(left, "link "+f[1])
-		}
-	}
-	for _, pid := range pids {
-		if syscall.Kill(pid, 0) == nil {
-			left = append(left, fmt.Sprintf("process %d", pid))
-		}
-	}
-	return strings.Join(left, ", ")
 }

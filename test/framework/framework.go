@@ -17,6 +17,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
+	"syscall"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -32,7 +34,11 @@ type Options struct {
 	Nodes  int  // default 3
 	IPv6   bool // IPv6 addresses too
 	Router bool // router + client (BGP path)
-	Log    io.Writer
+	// SingleStack keeps the cluster's Services IPv4-only even with IPv6 lab
+	// addresses (by default an IPv6 lab has dual-stack Services: ClusterIPs from
+	// 198.19.0.0/16 and 2001:db8:ffff::/112).
+	SingleStack bool
+	Log         io.Writer
 }
 
 // Env is a running lab with a control plane.
@@ -45,17 +51,46 @@ type Env struct {
 	Controller string
 	log        io.Writer
 	ctrlCount  int
-	pids       []int // processes started through the Env (besides the control plane)
+	pids       []int              // processes started through the Env (besides the control plane)
+	extra      []*cluster.Cluster // further control planes (StartControlPlane)
 }
 
 // PIDs are the processes this Env started: the control plane, controllers and
 // backends. After Down none of them may exist.
 func (e *Env) PIDs() []int {
 	var pids []int
-	if e.Cluster != nil {
-		pids = append(pids, e.Cluster.PIDs()...)
+	for _, c := range append([]*cluster.Cluster{e.Cluster}, e.extra...) {
+		if c != nil {
+			pids = append(pids, c.PIDs()...)
+		}
 	}
 	return append(pids, e.pids...)
+}
+
+// Leftovers lists what of this Env still exists after Down: network namespaces and
+// root-namespace links with the lab's prefix, and processes it started ("" when
+// nothing is left).
+func (e *Env) Leftovers(pids []int) string {
+	prefix := e.Lab.Prefix()
+	var left []string
+	out, _ := exec.Command("ip", "netns", "list").Output()
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, prefix+"-") {
+			left = append(left, "namespace "+strings.Fields(line)[0])
+		}
+	}
+	out, _ = exec.Command("ip", "-o", "link", "show").Output()
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && strings.HasPrefix(strings.TrimSuffix(f[1], ":"), prefix) {
+			left = append(left, "link "+f[1])
+		}
+	}
+	for _, pid := range pids {
+		if syscall.Kill(pid, 0) == nil {
+			left = append(left, fmt.Sprintf("process %d", pid))
+		}
+	}
+	return strings.Join(left, ", ")
 }
 
 // CheckHost returns an error that says exactly what is missing when this machine
@@ -140,21 +175,7 @@ func Up(ctx context.Context, opts Options) (_ *Env, err error) {
 			e.Down()
 		}
 	}()
-	e.Cluster, err = cluster.Start(ctx, cluster.Config{
-		Dir:              filepath.Join(e.Lab.Dir(), "cp"),
-		Wrap:             e.Lab.Wrap(lab.HostCP),
-		ListenAddress:    netip.IPv4Unspecified(),
-		ServerAddresses:  []netip.Addr{e.Lab.MgmtCPAddr(), e.Lab.CPAddr(), netip.MustParseAddr("127.0.0.1")},
-		AdvertiseAddress: e.Lab.CPAddr(),
-		Binaries:         e.Bins,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("starting the control plane: %w", err)
-	}
-	if err = e.Cluster.InstallCRDs(ctx, filepath.Join(root, "deploy", "crds")); err != nil {
-		return nil, err
-	}
-	if err = e.Cluster.Apply(ctx, false, e.DeployFile("namespace.yaml"), e.DeployFile("controller", "rbac.yaml")); err != nil {
+	if e.Cluster, err = e.startControlPlane(ctx, "cp", 0, opts.IPv6 && !opts.SingleStack); err != nil {
 		return nil, err
 	}
 	for i := 1; i <= opts.Nodes; i++ {
@@ -165,6 +186,50 @@ func Up(ctx context.Context, opts Options) (_ *Env, err error) {
 	return e, nil
 }
 
+// startControlPlane runs etcd + kube-apiserver in the cp namespace (working
+// directory dir under the lab's, API port port or the default 6443) and installs
+// the CRDs, the namespace and the controller's RBAC from deploy/. dualStack adds
+// IPv6 ClusterIPs (2001:db8:ffff::/112) to 198.19.0.0/16.
+func (e *Env) startControlPlane(ctx context.Context, dir string, port int, dualStack bool) (*cluster.Cluster, error) {
+	var v6Services netip.Prefix
+	if dualStack {
+		v6Services = netip.MustParsePrefix("2001:db8:ffff::/112")
+	}
+	c, err := cluster.Start(ctx, cluster.Config{
+		Dir:              filepath.Join(e.Lab.Dir(), dir),
+		Wrap:             e.Lab.Wrap(lab.HostCP),
+		ListenAddress:    netip.IPv4Unspecified(),
+		ServerAddresses:  []netip.Addr{e.Lab.MgmtCPAddr(), e.Lab.CPAddr(), netip.MustParseAddr("127.0.0.1")},
+		AdvertiseAddress: e.Lab.CPAddr(),
+		ServiceCIDRv6:    v6Services,
+		Port:             port,
+		Binaries:         e.Bins,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("starting the control plane: %w", err)
+	}
+	if err = c.InstallCRDs(ctx, filepath.Join(e.RepoRoot, "deploy", "crds")); err == nil {
+		err = c.Apply(ctx, false, e.DeployFile("namespace.yaml"), e.DeployFile("controller", "rbac.yaml"))
+	}
+	if err != nil {
+		c.Stop()
+		return nil, err
+	}
+	return c, nil
+}
+
+// StartControlPlane runs a further, independent control plane in the cp namespace
+// (its own etcd, API server on port, CRDs and controller RBAC installed), for tests
+// that need a cluster configured differently (e.g. single-stack Services). It is
+// stopped by Down, or earlier by the caller.
+func (e *Env) StartControlPlane(ctx context.Context, name string, port int, dualStack bool) (*cluster.Cluster, error) {
+	c, err := e.startControlPlane(ctx, name, port, dualStack)
+	if err == nil {
+		e.extra = append(e.extra, c)
+	}
+	return c, err
+}
+
 // DeployFile is the path of a file under deploy/.
 func (e *Env) DeployFile(parts ...string) string {
 	return filepath.Join(append([]string{e.RepoRoot, "deploy"}, parts...)...)
@@ -172,8 +237,10 @@ func (e *Env) DeployFile(parts ...string) string {
 
 // Down stops everything and removes the lab. Safe to call more than once.
 func (e *Env) Down() {
-	if e.Cluster != nil {
-		e.Cluster.Stop()
+	for _, c := range append([]*cluster.Cluster{e.Cluster}, e.extra...) {
+		if c != nil {
+			c.Stop()
+		}
 	}
 	if e.Lab != nil {
 		if err := e.Lab.Close(); err != nil {
@@ -213,7 +280,12 @@ type Controller struct {
 // the Deployment's args, a fast leader election, and its own metrics and secure ports.
 // extra args are appended (later flags win).
 func (e *Env) StartController(ctx context.Context, extra ...string) (*Controller, error) {
-	kc, err := e.Cluster.ServiceAccountKubeconfig(ctx, "ironlb-system", "ironlb-controller", 2*time.Hour)
+	return e.StartControllerFor(ctx, e.Cluster, extra...)
+}
+
+// StartControllerFor is StartController against control plane c.
+func (e *Env) StartControllerFor(ctx context.Context, c *cluster.Cluster, extra ...string) (*Controller, error) {
+	kc, err := c.ServiceAccountKubeconfig(ctx, "ironlb-system", "ironlb-controller", 2*time.Hour)
 	if err != nil {
 		return nil, err
 	}

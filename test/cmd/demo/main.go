@@ -48,7 +48,7 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, keep bool) error {
+func run(ctx context.Context, keep bool) (err error) {
 	fmt.Println("ironlb demo: a bare-metal cluster in network namespaces gets a LoadBalancer VIP")
 	say("preparing binaries (kube-apiserver v1.37.2 and etcd are built from the Go module proxy once, then cached)")
 	env, err := framework.Up(ctx, framework.Options{Nodes: 3, IPv6: true, Router: true, Log: progress{}})
@@ -57,8 +57,16 @@ func run(ctx context.Context, keep bool) error {
 	}
 	defer func() {
 		say("tearing down: processes, namespaces and links of lab %s", env.Lab.Prefix())
+		pids := env.PIDs()
 		env.Down()
-		say("done; nothing left behind")
+		if left := env.Leftovers(pids); left != "" {
+			say("FAILED to clean up: %s is left (make lab-clean removes it)", left)
+			if err == nil {
+				err = fmt.Errorf("teardown left %s behind", left)
+			}
+			return
+		}
+		say("done; checked: no namespace, link or process of lab %s is left", env.Lab.Prefix())
 	}()
 	l, c := env.Lab, env.Cluster
 	say("lab %s up: switch; cp %s; node1-3 %s-%s; router %s / %s (AS 64512); client %s; lanclient %s",
