@@ -25,18 +25,25 @@
 //	if errors.As(err, &aerr) {
 //		// aerr.Reason is a Kubernetes Event reason, aerr.Message its text
 //	}
-//	// On deletion (or when the Service stops being a LoadBalancer):
-//	a.Release(allocator.ServiceKey(svc))
+//	// Publish allocator.PoolAnnotation(alloc) as the Service's
+//	// allocator.AnnotationAllocatedFromPool annotation (Restore reads it back).
+//	// On deletion (or when the Service stops being a LoadBalancer), release what
+//	// this incarnation holds: a late deletion of an old Service never frees the
+//	// address of a new one with the same name.
+//	a.Release(allocator.ServiceKey(svc), svc.UID)
 //
 // # Rules
 //
 // Pools are tried in order of spec.allocation.priority (lower first, pools without a
 // priority after all others), then name; the first pool that can supply every
-// needed address family wins, and within a pool the lowest free address is taken.
+// needed address family wins (PreferDualStack: else the first that supplies one),
+// and within a pool the lowest free address is taken.
 // Requests come from annotations (ironlb.io/loadBalancerIPs, ironlb.io/pool,
 // ironlb.io/allow-shared-ip and their metallb.io / metallb.universe.tf equivalents)
-// and spec.loadBalancerIP; address families from spec.ipFamilies and
-// spec.ipFamilyPolicy. Services may share an address when they carry the same
+// and spec.loadBalancerIP; address families from spec.ipFamilies (what kube-proxy
+// forwards: a requested address of another family is refused with
+// ReasonIPFamilyMismatch) and spec.ipFamilyPolicy (PreferDualStack is best effort:
+// one family free is success). Services may share an address when they carry the same
 // sharing key, their ports do not collide and, with externalTrafficPolicy Local,
 // their selectors are equal.
 //
