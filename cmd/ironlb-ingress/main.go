@@ -6,7 +6,7 @@
 //	ironlb-ingress [--kubeconfig=F] [--ingress-class=ironlb] [--publish-service=NS/NAME]
 //	    [--http-addr=:80] [--https-addr=:443] [--metrics-addr=:10254]
 //	    [--default-certificate=NS/NAME] [--trusted-proxies=CIDR,...]
-//	    [--balancing=round-robin|least-requests] [-v=N]
+//	    [--balancing=round-robin|least-requests] [--shutdown-delay=5s] [-v=N]
 //
 // The metrics address serves /metrics (ironlb_ingress_*), /healthz (the process runs)
 // and /readyz (a routing table was built from complete caches).
@@ -48,16 +48,17 @@ func main() {
 		defaultCert    = flag.String("default-certificate", "", "namespace/name of a kubernetes.io/tls Secret for TLS clients whose server name matches no host; empty: a generated self-signed certificate")
 		trusted        = flag.String("trusted-proxies", "", "comma list of CIDRs whose X-Forwarded-For/-Proto/-Host/-Port are believed; empty: none")
 		balancing      = flag.String("balancing", "round-robin", "endpoint choice: round-robin or least-requests")
+		shutdownDelay  = flag.Duration("shutdown-delay", 5*time.Second, "after SIGTERM, keep accepting connections this long (while load balancers drop this Pod), then drain requests in flight for up to 25s")
 	)
 	flag.Parse()
-	if err := run(*kubeconfig, *ingressClass, *publishService, *httpAddr, *httpsAddr, *metricsAddr, *defaultCert, *trusted, *balancing); err != nil {
+	if err := run(*kubeconfig, *ingressClass, *publishService, *httpAddr, *httpsAddr, *metricsAddr, *defaultCert, *trusted, *balancing, *shutdownDelay); err != nil {
 		klog.ErrorS(err, "ironlb-ingress failed")
 		klog.FlushAndExit(klog.ExitFlushTimeout, 1)
 	}
 	klog.Flush()
 }
 
-func run(kubeconfig, ingressClass, publishService, httpAddr, httpsAddr, metricsAddr, defaultCert, trusted, balancing string) error {
+func run(kubeconfig, ingressClass, publishService, httpAddr, httpsAddr, metricsAddr, defaultCert, trusted, balancing string, shutdownDelay time.Duration) error {
 	var proxies []netip.Prefix
 	for f := range strings.SplitSeq(trusted, ",") {
 		if f = strings.TrimSpace(f); f == "" {
@@ -91,7 +92,7 @@ func run(kubeconfig, ingressClass, publishService, httpAddr, httpsAddr, metricsA
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv, err := server.New(server.Options{HTTPAddr: httpAddr, HTTPSAddr: httpsAddr, TrustedProxies: proxies,
-		Balancing: lb, Metrics: server.NewMetrics(reg)})
+		Balancing: lb, Metrics: server.NewMetrics(reg), ShutdownDelay: shutdownDelay})
 	if err != nil {
 		return err
 	}
@@ -103,8 +104,9 @@ func run(kubeconfig, ingressClass, publishService, httpAddr, httpsAddr, metricsA
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	errc := make(chan error, 3)
-	go func() { errc <- srv.ListenAndServe(ctx) }()
+	srvDone := make(chan error, 1)
+	errc := make(chan error, 2)
+	go func() { srvDone <- srv.ListenAndServe(ctx) }()
 	go func() { errc <- ctrl.Run(ctx) }()
 	if metricsAddr != "" {
 		go func() {
@@ -112,8 +114,16 @@ func run(kubeconfig, ingressClass, publishService, httpAddr, httpsAddr, metricsA
 		}()
 	}
 	klog.InfoS("ironlb-ingress started", "class", ingressClass, "http", httpAddr, "https", httpsAddr, "publishService", publishService)
-	err = <-errc
-	stop()
+	select {
+	case err = <-srvDone:
+		stop()
+	case err = <-errc:
+		// The proxy keeps serving requests in flight until Serve's shutdown ends.
+		stop()
+		if serr := <-srvDone; err == nil || errors.Is(err, context.Canceled) {
+			err = serr
+		}
+	}
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}

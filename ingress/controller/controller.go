@@ -288,7 +288,12 @@ func (c *Controller) processNext(ctx context.Context) bool {
 	}
 	defer c.queue.Done(key)
 	if err := c.sync(ctx); err != nil {
-		klog.ErrorS(err, "Ingress sync failed; retrying")
+		if apierrors.IsConflict(err) {
+			// A status write raced an update our cache had not seen yet.
+			klog.V(2).InfoS("Ingress status write conflicted; retrying", "err", err)
+		} else {
+			klog.ErrorS(err, "Ingress sync failed; retrying")
+		}
 		c.queue.AddRateLimited(key)
 		return true
 	}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -178,5 +179,68 @@ func TestReconfigurationKeepsConnections(t *testing.T) {
 	t.Logf("%d requests answered 200 during 100 swaps", loadOK.Load())
 	if n := l.counter("ironlb_ingress_reloads_total", nil); n != 101 {
 		t.Errorf("reloads_total = %v, want 101", n)
+	}
+}
+
+// TestShutdownDrains: when Serve's context ends, a request in flight completes and
+// then Serve returns; the listener is closed.
+func TestShutdownDrains(t *testing.T) {
+	needNetns(t)
+	got, release := make(chan struct{}), make(chan struct{})
+	slow := startBackend(t, "slow", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(got)
+		<-release
+		_, _ = io.WriteString(w, "done")
+	}))
+	srv, err := New(Options{ShutdownTimeout: 30 * time.Second})
+	must(t, err)
+	tab, _ := ingress.Build(ingress.Input{Ingresses: []ingress.Ingress{simpleIngress("i", "app.example", "slow", nil)},
+		Endpoints: endpoints(map[string][]*backend{"slow": {slow}})})
+	srv.Update(tab)
+	addr := netip.AddrPortFrom(freshIP(0), 80)
+	ln := listen(t, addr)
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, ln, nil) }()
+
+	answer := make(chan string, 1)
+	go func() {
+		req, _ := http.NewRequest("GET", "http://"+addr.String()+"/", nil)
+		req.Host = "app.example"
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			answer <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		answer <- fmt.Sprintf("%d %s", res.StatusCode, b)
+	}()
+	<-got
+	cancel()
+	// Shutdown has begun once the listener refuses connections.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr.String())
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("still accepting 10s after the context ended")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	select {
+	case err := <-served:
+		t.Fatalf("Serve returned (%v) with a request in flight", err)
+	default:
+	}
+	close(release)
+	if a := <-answer; a != "200 done" {
+		t.Errorf("request in flight at shutdown: %q, want 200 done", a)
+	}
+	if err := <-served; err != nil {
+		t.Errorf("Serve: %v", err)
 	}
 }

@@ -54,8 +54,11 @@ type Options struct {
 	MaxIdleConnsPerEndpoint int
 	// IdleTimeout closes idle client keep-alive connections (75s, as nginx).
 	IdleTimeout time.Duration
-	// ShutdownTimeout is how long Serve waits for in-flight requests when its context
-	// ends (25s).
+	// ShutdownDelay is how long Serve keeps accepting connections after its context
+	// ends, while the endpoint of a terminating Pod is being removed from load
+	// balancers (0: stop at once).
+	ShutdownDelay time.Duration
+	// ShutdownTimeout is how long Serve then waits for requests in flight (25s).
 	ShutdownTimeout time.Duration
 }
 
@@ -200,8 +203,10 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 }
 
 // Serve serves plain HTTP (HTTP/1.1 and h2c) on httpLn and HTTPS (HTTP/1.1 and HTTP/2)
-// on httpsLn, either of which may be nil, until ctx ends; it then stops accepting and
-// waits up to Options.ShutdownTimeout for requests in flight.
+// on httpsLn, either of which may be nil, until ctx ends; after Options.ShutdownDelay
+// it stops accepting, closes idle keep-alive connections and waits up to
+// Options.ShutdownTimeout for requests in flight. Upgraded connections (WebSockets)
+// are not waited for.
 func (s *Server) Serve(ctx context.Context, httpLn, httpsLn net.Listener) error {
 	var servers []*http.Server
 	errc := make(chan error, 2)
@@ -223,6 +228,13 @@ func (s *Server) Serve(ctx context.Context, httpLn, httpsLn net.Listener) error 
 	var err error
 	select {
 	case <-ctx.Done():
+		if s.opts.ShutdownDelay > 0 {
+			klog.InfoS("Shutting down: still accepting connections", "for", s.opts.ShutdownDelay)
+			select {
+			case <-time.After(s.opts.ShutdownDelay):
+			case err = <-errc:
+			}
+		}
 	case err = <-errc:
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.ShutdownTimeout)
