@@ -1,0 +1,68 @@
+// Package server is the HTTP(S) shell of ironlb-ingress: a reverse proxy on net/http
+// and crypto/tls that serves the routing Table of package ingress most recently given
+// to Update.
+//
+// Typical use:
+//
+//	srv, err := server.New(server.Options{Metrics: server.NewMetrics(reg)})
+//	go srv.ListenAndServe(ctx)   // :80 (HTTP/1.1, h2c) and :443 (HTTP/1.1, HTTP/2)
+//	srv.Update(table)            // after every ingress.Build; 503 until the first
+//
+// # Reconfiguration
+//
+// Update publishes a Table with one atomic pointer store. A request reads the pointer
+// once and keeps that Table (its route, its endpoints) to the end, so a swap never
+// fails a request in flight; WebSockets and keep-alive connections do not belong to a
+// Table at all and are never touched; TLS certificates are chosen per handshake
+// (GetCertificate) from the current Table, so a rotated Secret is served from the next
+// handshake on. Endpoint state (requests in flight, consecutive failures, ejection) is
+// kept per address across Tables.
+//
+// # Requests
+//
+// A request is routed by its Host and its cleaned path ("." and ".." resolved,
+// slashes merged, as nginx's $uri); it is forwarded with its original path unless a
+// rewrite-target applies. Then, in order: 413 when Content-Length exceeds
+// proxy-body-size (a chunked body is cut, and answered 413, when it grows past it:
+// the body is streamed, not buffered as nginx does, so the backend may see the
+// truncated start of such a request); 503 when an access annotation of the Ingress
+// did not parse; 308 to https for plain-HTTP requests to a host with TLS
+// (ssl-redirect, on by default) or with force-ssl-redirect, except under
+// /.well-known/acme-challenge/; 403 for clients outside whitelist-source-range; the
+// canary choice; 503 when the Service has no ready endpoint; the built-in 404 when no
+// route matches.
+//
+// The backend gets the client's Host, and X-Forwarded-For, X-Real-Ip,
+// X-Forwarded-Proto, -Host and -Port (and X-Scheme, X-Forwarded-Scheme, as
+// ingress-nginx). Client-supplied values are replaced, unless the peer is in
+// Options.TrustedProxies: then its X-Forwarded-For chain is extended, the client is the
+// right-most address of the chain that is not itself trusted, and its -Proto, -Host
+// and -Port are kept. whitelist-source-range and redirects use that client and scheme.
+//
+// # Backends
+//
+// Requests go to endpoint addresses directly, over keep-alive pools (one
+// http.Transport per backend protocol and read timeout, MaxIdleConnsPerEndpoint idle
+// connections per endpoint): HTTP/1.1 (HTTP), HTTP/1.1 over TLS (HTTPS), h2c (GRPC) or
+// HTTP/2 over TLS (GRPCS); backend certificates are not verified (ingress-nginx's
+// default). Upgrades (WebSocket) are passed through; trailers and streaming bodies
+// (gRPC) too. Endpoints are chosen by round robin or by least requests (the less busy
+// of two random endpoints). A request that cannot connect (TCP or TLS) is sent to
+// another endpoint whatever its method, since nothing was sent; one that fails after
+// connecting is retried only when it is idempotent and has no body; at most MaxTries
+// endpoints are tried (502 when none answers). FailureThreshold consecutive failures
+// eject an endpoint for EjectFor; when every endpoint is ejected they are tried anyway.
+// proxy-read-timeout bounds the wait for the response headers (504) and every gap
+// between two reads of the body (the response is then cut); upgraded connections are
+// not timed.
+//
+// Request and response headers may be up to MaxHeaderBytes (1 MiB) in all; there is no
+// per-header buffer to overflow.
+//
+// # Costs
+//
+// Per request: one atomic load, the route lookup of package ingress, one endpoint
+// choice (O(1); O(endpoints) only while skipping tried or ejected ones), the
+// header copy of net/http/httputil.ReverseProxy, and one timer for the read timeout.
+// Update is O(endpoints of the Table).
+package server
