@@ -423,11 +423,7 @@ func TestSocketFailures(t *testing.T) {
 	expectRound(t, c, vip4, macEth0)
 
 	// A socket that fails while reading is reopened.
-	c.mu.Lock()
-	c.readErr = errors.New("socket went away")
-	c.mu.Unlock()
-	c.feed(t, arpRequest(macClient, client4, vip4))
-	c.next(t) // the answer to the frame before the failure
+	c.failRead(t, errors.New("socket went away"))
 	waitFor(t, "the socket to be reopened", func() bool { return ta.sys.openCount(eth0.index, true) == 2 })
 	c2 := ta.arp(t, eth0)
 	c2.feed(t, arpRequest(macClient, client4, vip4))

@@ -104,14 +104,14 @@ type memConn struct {
 	mu      sync.Mutex
 	groups  map[netip.Addr]bool
 	pending chan struct{} // processed signal of the frame being handled
-	readErr error         // returned once by the next read
 }
 
-// frameReq is a frame handed to the reader; processed closes when the reader
-// asks for the next frame, which it does only after handling this one
-// (answer written, conflict noted).
+// frameReq is a frame (or a read error) handed to the reader; processed
+// closes when the reader asks for the next frame, which it does only after
+// handling this one (answer written, conflict noted), or at once for an error.
 type frameReq struct {
 	frame     []byte
+	err       error
 	processed chan struct{}
 }
 
@@ -125,14 +125,13 @@ func (c *memConn) readFrame(b []byte) (int, error) {
 		close(c.pending)
 		c.pending = nil
 	}
-	if err := c.readErr; err != nil {
-		c.readErr = nil
-		c.mu.Unlock()
-		return 0, err
-	}
 	c.mu.Unlock()
 	select {
 	case r := <-c.in:
+		if r.err != nil {
+			close(r.processed)
+			return 0, r.err
+		}
 		c.mu.Lock()
 		c.pending = r.processed
 		c.mu.Unlock()
@@ -206,7 +205,17 @@ func (c *memConn) joined() []netip.Addr {
 // feed hands frame to the reader and returns once it was fully handled.
 func (c *memConn) feed(t *testing.T, frame []byte) {
 	t.Helper()
-	r := frameReq{frame: frame, processed: make(chan struct{})}
+	c.hand(t, frameReq{frame: frame, processed: make(chan struct{})})
+}
+
+// failRead makes the reader's next read fail with err.
+func (c *memConn) failRead(t *testing.T, err error) {
+	t.Helper()
+	c.hand(t, frameReq{err: err, processed: make(chan struct{})})
+}
+
+func (c *memConn) hand(t *testing.T, r frameReq) {
+	t.Helper()
 	select {
 	case c.in <- r:
 	case <-c.closed:
