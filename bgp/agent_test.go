@@ -3,27 +3,19 @@ package bgp
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"net/netip"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"k8s.io/klog/v2"
 
 	"github.com/ironlb/ironlb/bgp/internal/nslab"
 )
 
 // TestMain runs the agent instead of the tests when the lab re-executes this
 // binary inside a namespace (see nslab.StartAgent).
-func TestMain(m *testing.M) {
-	if nslab.IsAgent() {
-		os.Exit(serveAgent())
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { nslab.Main(m, serveAgent()) }
 
 // agentConfig is the part of Config the tests choose.
 type agentConfig struct {
@@ -37,18 +29,16 @@ type metricSample struct {
 	Value      float64
 }
 
-// serveAgent runs a Manager in this namespace for the test that started it:
-// "new" (agentConfig), "apply" (Desired), "status", "stop" (returns how long
-// Stop took) and "metrics"; Manager events are sent as they happen.
-func serveAgent() int {
-	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
-	klog.InitFlags(fs)
-	_ = fs.Set("v", "2")
+// serveAgent returns the handler of an agent that runs a Manager in its
+// namespace for the test that started it: "new" (agentConfig), "apply"
+// (Desired), "status", "stop" (returns how long Stop took) and "metrics";
+// Manager events are sent as they happen.
+func serveAgent() func(ctx context.Context, c *nslab.AgentConn, op string, body json.RawMessage) (any, error) {
 	var (
 		m   *Manager
 		reg *prometheus.Registry
 	)
-	return nslab.ServeAgent(func(ctx context.Context, c *nslab.AgentConn, op string, body json.RawMessage) (any, error) {
+	return func(ctx context.Context, c *nslab.AgentConn, op string, body json.RawMessage) (any, error) {
 		if op != "new" && m == nil {
 			return nil, fmt.Errorf("no manager: call new first")
 		}
@@ -102,7 +92,7 @@ func serveAgent() int {
 			return out, nil
 		}
 		return nil, fmt.Errorf("unknown op %q", op)
-	})
+	}
 }
 
 // node is the test side of a Manager running in the lab's node namespace.
@@ -124,14 +114,7 @@ func startNode(t testing.TB, l *nslab.Lab, name string) *node {
 	return n
 }
 
-func (n *node) call(op string, body, res any) {
-	n.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if err := n.Call(ctx, op, body, res); err != nil {
-		n.t.Fatal(err)
-	}
-}
+func (n *node) call(op string, body, res any) { n.t.Helper(); n.MustCall(n.t, op, body, res) }
 
 func (n *node) apply(d Desired) { n.t.Helper(); n.call("apply", d, nil) }
 

@@ -166,28 +166,41 @@ func (m *Manager) Apply(ctx context.Context, d Desired) error {
 		return nil
 	}
 	start := time.Now()
+	// Order matters: new peers' policies must exist before paths are tagged
+	// for them, and a removed peer must still have its policy while paths
+	// are re-tagged without it, so that GoBGP withdraws them from it.
 	var errs []error
+	steps := []func() error{}
 	for _, a := range p.addPeers {
-		errs = append(errs, m.addPeer(ctx, want.peers[a]))
+		steps = append(steps, func() error { return m.addPeer(ctx, want.peers[a]) })
 	}
 	for _, a := range p.restartPeers {
-		if err := m.removePeer(ctx, a); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		errs = append(errs, m.addPeer(ctx, want.peers[a]))
+		steps = append(steps, func() error {
+			if err := m.removePeer(ctx, a); err != nil {
+				return err
+			}
+			return m.addPeer(ctx, want.peers[a])
+		})
 	}
 	for _, a := range p.bfdPeers {
-		errs = append(errs, m.setBFD(want.peers[a]))
+		steps = append(steps, func() error { return m.setBFD(want.peers[a]) })
 	}
 	for _, prefix := range p.withdraw {
-		errs = append(errs, m.withdraw(ctx, prefix))
+		steps = append(steps, func() error { return m.withdraw(ctx, prefix) })
 	}
 	for _, prefix := range p.announce {
-		errs = append(errs, m.announce(ctx, prefix, want.routes[prefix]))
+		steps = append(steps, func() error { return m.announce(ctx, prefix, want.routes[prefix]) })
 	}
 	for _, a := range p.removePeers {
-		errs = append(errs, m.removePeer(ctx, a))
+		steps = append(steps, func() error { return m.removePeer(ctx, a) })
+	}
+	for _, step := range steps {
+		if err := ctx.Err(); err != nil {
+			// What was done is recorded; the next Apply does the rest.
+			errs = append(errs, fmt.Errorf("bgp: apply interrupted: %w", err))
+			break
+		}
+		errs = append(errs, step())
 	}
 	m.log.V(2).Info("BGP desired state applied", "addedPeers", len(p.addPeers), "removedPeers", len(p.removePeers),
 		"restartedPeers", len(p.restartPeers), "announced", len(p.announce), "withdrawn", len(p.withdraw), "took", time.Since(start))
@@ -232,6 +245,10 @@ func (m *Manager) Stop(ctx context.Context) error {
 	if m.bfd != nil {
 		errs = append(errs, m.bfd.Close())
 	}
+	m.smu.Lock()
+	clear(m.status)
+	m.broadcastLocked()
+	m.smu.Unlock()
 	m.cancelWatch()
 	m.events.close()
 	if m.metrics != nil {
@@ -330,9 +347,16 @@ func (m *Manager) removePeer(ctx context.Context, a netip.Addr) error {
 	}
 	delete(m.applied.peers, a)
 	m.smu.Lock()
+	// Deleting the entry in the same critical section as reading the state
+	// makes this the only SessionDown event: later GoBGP events for the
+	// peer find no entry.
+	wasUp := m.status[a] != nil && m.status[a].state == StateEstablished
 	delete(m.status, a)
 	m.broadcastLocked()
 	m.smu.Unlock()
+	if wasUp {
+		m.emit(Event{Time: time.Now(), Peer: a, Type: EventSessionDown, Detail: "peer removed"})
+	}
 	m.log.V(1).Info("BGP peer removed", "peer", a)
 	if err := m.dropPolicy(ctx, m.ids[a]); err != nil {
 		return fmt.Errorf("bgp: remove peer %s: %w", a, err)

@@ -449,6 +449,7 @@ func (s *session) run() {
 		s.since = now
 		s.mu.Unlock()
 		log.V(1).Info("BFD session state changed", "from", old, "to", s.m.state, "diag", s.m.diag)
+		s.snapshot() // a reader told of the change sees it in Sessions
 		if s.srv.cfg.OnChange != nil {
 			s.srv.cfg.OnChange(Change{Peer: s.peer, State: s.m.state, Old: old, Remote: s.m.remoteState, Diag: s.m.diag, Time: now})
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -12,7 +13,10 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
+
+	"k8s.io/klog/v2"
 )
 
 // AgentEnv, set to "1", puts a test binary in agent mode: its TestMain calls
@@ -23,6 +27,15 @@ const AgentEnv = "ILB_NSLAB_AGENT"
 
 // IsAgent reports whether this process is an agent.
 func IsAgent() bool { return os.Getenv(AgentEnv) == "1" }
+
+// Main is a TestMain: it runs the tests, or, in an agent, serve with
+// ServeAgent.
+func Main(m *testing.M, serve func(ctx context.Context, c *AgentConn, op string, body json.RawMessage) (any, error)) {
+	if IsAgent() {
+		os.Exit(ServeAgent(serve))
+	}
+	os.Exit(m.Run())
+}
 
 // message is one line of the agent protocol (JSON lines on stdin/stdout):
 // requests carry ID, Op and Body; replies ID and Result or Error; events
@@ -54,8 +67,12 @@ func (c *AgentConn) Emit(v any) {
 }
 
 // ServeAgent answers requests from stdin with handle, one at a time, until
-// stdin closes, and returns the exit code for os.Exit.
+// stdin closes, and returns the exit code for os.Exit. klog logs at V(4) to
+// stderr, which StartAgent keeps in the agent's log file.
 func ServeAgent(handle func(ctx context.Context, c *AgentConn, op string, body json.RawMessage) (any, error)) int {
+	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(fs)
+	_ = fs.Set("v", "4")
 	c := &AgentConn{enc: json.NewEncoder(os.Stdout)}
 	dec := json.NewDecoder(bufio.NewReader(os.Stdin))
 	for {
@@ -183,7 +200,17 @@ func (a *Agent) Call(ctx context.Context, op string, body, res any) error {
 	}
 }
 
-// Events returns the events received so far, decoded one by one with decode.
+// MustCall is Call bounded by 60s that fails t on error.
+func (a *Agent) MustCall(t testing.TB, op string, body, res any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := a.Call(ctx, op, body, res); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Events returns the events received so far.
 func (a *Agent) Events() []json.RawMessage {
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -203,17 +203,16 @@ func (l *Lab) MonitorRoutes() (*RouteMonitor, error) {
 	// is the positive signal that it listens.
 	const probe = "203.0.113.254"
 	err = Eventually(10*time.Second, 0, func() error {
-		if _, err := Run(context.Background(), "ip", "-n", l.Router, "route", "replace", probe+"/32", "dev", RouterIf); err != nil {
-			return err
+		for _, op := range []string{"add", "del"} {
+			if _, err := Run(context.Background(), "ip", "-n", l.Router, "route", op, probe+"/32", "dev", RouterIf); err != nil {
+				return err
+			}
 		}
 		_, err := m.Wait(time.Time{}, 200*time.Millisecond, func(ev RouteEvent) bool { return ev.Dst == probe })
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("nslab: ip monitor route: %w", err)
-	}
-	if _, err := Run(context.Background(), "ip", "-n", l.Router, "route", "del", probe+"/32", "dev", RouterIf); err != nil {
-		return nil, err
 	}
 	return m, nil
 }
