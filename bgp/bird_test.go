@@ -11,15 +11,20 @@ import (
 	"github.com/ironlb/ironlb/bgp/internal/nslab"
 )
 
-// birdConf makes BIRD 2 the router: one IPv4 and one IPv6 eBGP session with
-// the node, everything received imported and installed in the kernel.
+// birdConf makes BIRD 2 the router: one IPv4 eBGP session with the node,
+// with BFD (100ms x 3), and one IPv6 session; everything received is
+// imported and installed in the kernel.
 const birdConf = `router id 192.0.2.1;
 protocol device {}
+protocol bfd {
+  interface "*" { min rx interval 100 ms; min tx interval 100 ms; multiplier 3; };
+}
 protocol kernel k4 { ipv4 { export all; }; }
 protocol kernel k6 { ipv6 { export all; }; }
 protocol bgp node4 {
   local 192.0.2.1 as 64512;
   neighbor 192.0.2.11 as 64600;
+  bfd on;
   ipv4 { import all; export none; };
 }
 protocol bgp node6 {
@@ -42,16 +47,19 @@ func birdRoute(ctx context.Context, l *nslab.Lab, ctl string, prefix netip.Prefi
 	return out, nil
 }
 
-// TestBIRD runs a Manager against BIRD 2: sessions over IPv4 and IPv6, the
-// VIPs arrive with the right next hops and communities, and are withdrawn by
-// Apply and by Stop.
+// TestBIRD runs a Manager against BIRD 2: sessions over IPv4 (with BFD) and
+// IPv6, the VIPs arrive with the right next hops and communities, and are
+// withdrawn by Apply and by Stop.
 func TestBIRD(t *testing.T) {
 	l := nslab.New(t)
 	ctl := l.StartBIRD(t, birdConf)
 	n := startNode(t, l, "node")
 	vip, vip6 := pfx("203.0.113.10/32"), pfx("2001:db8:1::10/128")
 	gone := pfx("203.0.113.30/32")
-	peers := []Peer{{Address: nslab.RouterIP, ASN: routerASN}, {Address: nslab.RouterIP6, ASN: routerASN}}
+	peers := []Peer{
+		{Address: nslab.RouterIP, ASN: routerASN, BFD: &BFD{MinTx: 100 * time.Millisecond, MinRx: 100 * time.Millisecond}},
+		{Address: nslab.RouterIP6, ASN: routerASN},
+	}
 	attrs := Path{Prefix: vip, Communities: []Community{65000<<16 | 100, CommunityNoExport}, LargeCommunities: []LargeCommunity{{nodeASN, 1, 2}}}
 	n.apply(Desired{Peers: peers, Paths: []Path{attrs, {Prefix: vip6}, {Prefix: gone}}})
 
@@ -88,6 +96,22 @@ func TestBIRD(t *testing.T) {
 	t.Run("sessions", func(t *testing.T) {
 		for _, a := range []netip.Addr{nslab.RouterIP, nslab.RouterIP6} {
 			n.waitEvent(0, 30*time.Second, a, EventSessionUp)
+		}
+		n.waitEvent(0, 30*time.Second, nslab.RouterIP, EventBFDUp)
+		err := nslab.Eventually(10*time.Second, 100*time.Millisecond, func() error {
+			out, err := l.Birdc(context.Background(), ctl, "show", "bfd", "sessions")
+			if err != nil {
+				return err
+			}
+			for _, line := range strings.Split(out, "\n") {
+				if f := strings.Fields(line); len(f) >= 3 && f[0] == "192.0.2.11" && f[2] == "Up" {
+					return nil
+				}
+			}
+			return fmt.Errorf("BIRD's BFD sessions:\n%s", out)
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
 	})
 	t.Run("routes and attributes", func(t *testing.T) {

@@ -20,7 +20,7 @@ var (
 	ibgpRouter  = nslab.RouterExtraIP(1) // 192.0.2.2 <- node 192.0.2.12, iBGP
 	md5Router   = nslab.RouterExtraIP(2) // 192.0.2.3 <- node 192.0.2.13, password right
 	badMD5Rtr   = nslab.RouterExtraIP(3) // 192.0.2.4 <- node 192.0.2.14, we use a wrong password
-	ebgpRouter6 = nslab.RouterIP6        // node 2001:db8::11, eBGP, IPv6
+	ebgpRouter6 = nslab.RouterIP6        // node 2001:db8::11, eBGP, IPv6 and IPv4
 	ibgpSource  = nslab.NodeExtraIP(1)   // 192.0.2.12
 	md5Source   = nslab.NodeExtraIP(2)   // 192.0.2.13
 	badMD5Src   = nslab.NodeExtraIP(3)   // 192.0.2.14
@@ -54,6 +54,7 @@ router bgp 64512
   neighbor 192.0.2.12 activate
   neighbor 192.0.2.13 activate
   neighbor 192.0.2.14 activate
+  neighbor 2001:db8::11 activate
  exit-address-family
  !
  address-family ipv6 unicast
@@ -107,7 +108,12 @@ type frrNeighbor struct {
 	MessageStats struct {
 		UpdatesRecv int `json:"updatesRecv"`
 	} `json:"messageStats"`
-	LastResetDueTo string `json:"lastResetDueTo"`
+	GracefulRestartInfo struct {
+		RemoteGrMode string `json:"remoteGrMode"`
+		Timers       struct {
+			ReceivedRestartTimer int `json:"receivedRestartTimer"`
+		} `json:"timers"`
+	} `json:"gracefulRestartInfo"`
 }
 
 func neighbors(ctx context.Context, f *nslab.FRR) (map[string]frrNeighbor, error) {
@@ -192,7 +198,7 @@ func TestFRR(t *testing.T) {
 		{Address: ibgpRouter, ASN: routerASN, LocalASN: routerASN, SourceAddress: ibgpSource},
 		{Address: md5Router, ASN: routerASN, SourceAddress: md5Source, Password: md5Secret},
 		{Address: badMD5Rtr, ASN: routerASN, SourceAddress: badMD5Src, Password: "wrong-secret"},
-		{Address: ebgpRouter6, ASN: routerASN},
+		{Address: ebgpRouter6, ASN: routerASN, Families: []Family{IPv6, IPv4}, NextHopIPv4: nslab.NodeIP},
 	}
 	vip := pfx("203.0.113.10/32")
 	only := pfx("203.0.113.20/32")
@@ -225,6 +231,13 @@ func TestFRR(t *testing.T) {
 					return fmt.Errorf("%s is %q", a, nb[a.String()].BGPState)
 				}
 			}
+			// Graceful restart is negotiated where asked for, only there.
+			if gr := nb[nslab.NodeIP.String()].GracefulRestartInfo; gr.RemoteGrMode != "Restart" || gr.Timers.ReceivedRestartTimer != 120 {
+				return fmt.Errorf("graceful restart from %s: %+v", nslab.NodeIP, gr)
+			}
+			if gr := nb[ibgpSource.String()].GracefulRestartInfo; gr.RemoteGrMode == "Restart" {
+				return fmt.Errorf("graceful restart from %s, which did not ask for it: %+v", ibgpSource, gr)
+			}
 			return nil
 		})
 	})
@@ -251,10 +264,16 @@ func TestFRR(t *testing.T) {
 	})
 
 	t.Run("next hops and attributes", func(t *testing.T) {
-		got := expectPaths(t, f, vip, nslab.NodeIP, ibgpSource, md5Source)
+		// IPv4 over the IPv4 sessions and over the IPv6 session (MP-BGP,
+		// next hop configured).
+		got := expectPaths(t, f, vip, nslab.NodeIP, ibgpSource, md5Source, nslab.NodeIP6)
 		for from, p := range got {
-			if len(p.Nexthops) == 0 || p.Nexthops[0].IP != from {
-				t.Errorf("path from %s: next hop %+v, want the node's address on that session", from, p.Nexthops)
+			want := from
+			if from == nslab.NodeIP6.String() {
+				want = nslab.NodeIP.String()
+			}
+			if len(p.Nexthops) == 0 || p.Nexthops[0].IP != want {
+				t.Errorf("path from %s: next hop %+v, want %s, the node's IPv4 address on that link", from, p.Nexthops, want)
 			}
 			if p.Community.String != "65000:100 no-export" {
 				t.Errorf("path from %s: communities %q", from, p.Community.String)
@@ -268,7 +287,7 @@ func TestFRR(t *testing.T) {
 		if lp := got[ibgpSource.String()].LocPrf; lp != 250 {
 			t.Errorf("iBGP path local-pref %d, want 250", lp)
 		}
-		expectPaths(t, f, agg, nslab.NodeIP, ibgpSource, md5Source)
+		expectPaths(t, f, agg, nslab.NodeIP, ibgpSource, md5Source, nslab.NodeIP6)
 		// IPv6 over the IPv6 session and over the IPv4 session (MP-BGP),
 		// both with the node's IPv6 address as next hop.
 		got = expectPaths(t, f, vip6, nslab.NodeIP, nslab.NodeIP6)
@@ -307,8 +326,9 @@ func TestFRR(t *testing.T) {
 
 	t.Run("status and metrics", func(t *testing.T) {
 		st := n.status()
-		// eBGP over IPv4: vip, only, agg, vip6; iBGP: vip, agg; IPv6: vip6.
-		for a, want := range map[netip.Addr]int{ebgpRouter: 4, ibgpRouter: 2, md5Router: 2, ebgpRouter6: 1, badMD5Rtr: 0} {
+		// eBGP over IPv4: vip, only, agg, vip6; iBGP: vip, agg; over IPv6:
+		// vip6, vip, agg.
+		for a, want := range map[netip.Addr]int{ebgpRouter: 4, ibgpRouter: 2, md5Router: 2, ebgpRouter6: 3, badMD5Rtr: 0} {
 			if got := st[a].PrefixesAdvertised; got != want {
 				t.Errorf("%s: %d prefixes advertised, want %d", a, got, want)
 			}
@@ -344,11 +364,11 @@ func TestFRR(t *testing.T) {
 		n.apply(Desired{Peers: peers, Paths: []Path{attrs, {Prefix: only, Peers: []netip.Addr{ibgpRouter}}, {Prefix: vip6}}})
 		expectPaths(t, f, only, ibgpSource)
 		expectPaths(t, f, agg)
-		expectPaths(t, f, vip, nslab.NodeIP, ibgpSource, md5Source)
+		expectPaths(t, f, vip, nslab.NodeIP, ibgpSource, md5Source, nslab.NodeIP6)
 	})
 
 	t.Run("stop withdraws first", func(t *testing.T) {
-		expectPaths(t, f, vip, nslab.NodeIP, ibgpSource, md5Source)
+		expectPaths(t, f, vip, nslab.NodeIP, ibgpSource, md5Source, nslab.NodeIP6)
 		nb, err := neighbors(context.Background(), f)
 		if err != nil {
 			t.Fatal(err)

@@ -390,6 +390,15 @@ func (s *session) snapshot() {
 	s.mu.Unlock()
 }
 
+// A session being removed sends adminDownPackets AdminDown packets at most
+// adminDownGap apart (RFC 5880 section 6.8.16 asks for AdminDown to be
+// signalled; the repeats make one lost packet harmless without delaying
+// Close by a whole detection time).
+const (
+	adminDownPackets = 3
+	adminDownGap     = 50 * time.Millisecond
+)
+
 // jitter returns d reduced by a random 0-25% (10-25% with a DetectMult of 1),
 // as RFC 5880 section 6.8.7 requires so that sessions do not synchronise.
 func jitter(d time.Duration, detectMult uint8) time.Duration {
@@ -457,11 +466,18 @@ func (s *session) run() {
 	for {
 		select {
 		case <-s.done:
-			old := s.m.state
+			old, gap := s.m.state, min(interval, adminDownGap)
 			if s.m.adminDown() {
-				// Tell the remote side this is administrative, not a failure.
-				send()
+				// Tell the remote side this is administrative, not a
+				// failure; a few times, as a lost packet would let its
+				// detection timer call it a failure after all.
 				changed(old)
+				for i := range adminDownPackets {
+					if i > 0 {
+						time.Sleep(gap)
+					}
+					send()
+				}
 			}
 			s.snapshot()
 			return
