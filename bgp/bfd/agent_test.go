@@ -27,8 +27,8 @@ type rawSend struct {
 
 // serveAgent returns the handler of an agent that runs a Server in its
 // namespace: "set" (SessionConfig), "remove" (peer address), "sessions",
-// "close", and "send" (rawSend, for crafted packets); state changes are sent
-// as events.
+// "close"; "send" (rawSend, for crafted packets) and "recv" (the first
+// datagram to port 3784, see received); state changes are sent as events.
 func serveAgent() func(ctx context.Context, c *nslab.AgentConn, op string, body json.RawMessage) (any, error) {
 	var srv *Server
 	return func(ctx context.Context, c *nslab.AgentConn, op string, body json.RawMessage) (any, error) {
@@ -53,6 +53,8 @@ func serveAgent() func(ctx context.Context, c *nslab.AgentConn, op string, body 
 			return srv.Sessions(), nil
 		case "close":
 			return nil, srv.Close()
+		case "recv":
+			return recvOne()
 		case "send":
 			var r rawSend
 			if err := json.Unmarshal(body, &r); err != nil {
@@ -75,6 +77,36 @@ func serveAgent() func(ctx context.Context, c *nslab.AgentConn, op string, body 
 		}
 		return nil, fmt.Errorf("unknown op %q", op)
 	}
+}
+
+// datagram is a packet "recv" caught, with its TTL as received.
+type datagram struct {
+	From netip.AddrPort
+	TTL  int
+	Data []byte
+}
+
+// recvOne listens on the BFD port (IPv4) and returns the first datagram,
+// waiting 5s at most.
+func recvOne() (datagram, error) {
+	c, err := net.ListenPacket("udp4", fmt.Sprintf("0.0.0.0:%d", Port))
+	if err != nil {
+		return datagram{}, err
+	}
+	defer c.Close()
+	pc := ipv4.NewPacketConn(c)
+	if err := pc.SetControlMessage(ipv4.FlagTTL, true); err != nil {
+		return datagram{}, err
+	}
+	if err := pc.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		return datagram{}, err
+	}
+	buf := make([]byte, 512)
+	n, cm, src, err := pc.ReadFrom(buf)
+	if err != nil {
+		return datagram{}, err
+	}
+	return datagram{From: src.(*net.UDPAddr).AddrPort(), TTL: cm.TTL, Data: buf[:n]}, nil
 }
 
 type agent struct {

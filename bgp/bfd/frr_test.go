@@ -172,23 +172,38 @@ func TestFRR(t *testing.T) {
 	})
 }
 
-// TestTTLCheck sends the node valid packets with TTL 254 and then one with
-// TTL 255 from the router namespace: only the last is accepted (RFC 5881's
-// GTSM check), and it moves the session from Down to Init.
-func TestTTLCheck(t *testing.T) {
+// TestSingleHop checks both halves of RFC 5881's single-hop rules from the
+// router namespace: the node sends from a port in 49152-65535 with TTL 255,
+// and of valid packets sent to it with TTL 254 and then with TTL 255 only the
+// last is accepted (the GTSM check); it moves the session from Down to Init.
+func TestSingleHop(t *testing.T) {
 	l := nslab.New(t)
 	n := startAgent(t, l, "node", l.Node)
 	r := startAgent(t, l, "router", l.Router)
 	n.call("set", SessionConfig{Peer: nslab.RouterIP}, nil)
-	p, err := ControlPacket{State: StateDown, DetectMult: 3, MyDiscriminator: 77,
+
+	var d datagram
+	r.call("recv", nil, &d)
+	p, err := Unmarshal(d.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.TTL != 255 || d.From.Addr() != nslab.NodeIP || d.From.Port() < 49152 {
+		t.Errorf("node's packet came from %s with TTL %d", d.From, d.TTL)
+	}
+	if p.State != StateDown || p.YourDiscriminator != 0 || p.DesiredMinTxInterval < time.Second || p.DetectMult != DefaultDetectMult {
+		t.Errorf("node's first packet %+v: want Down, no remote discriminator, at most one per second", p)
+	}
+
+	down, err := ControlPacket{State: StateDown, DetectMult: 3, MyDiscriminator: 77,
 		DesiredMinTxInterval: time.Second, RequiredMinRxInterval: time.Second}.Append(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	from := netip.AddrPortFrom(nslab.RouterIP, 49999)
 	to := netip.AddrPortFrom(nslab.NodeIP, Port)
-	r.call("send", rawSend{From: from, To: to, TTL: 254, Packets: [][]byte{p, p, p, p, p}}, nil)
-	r.call("send", rawSend{From: from, To: to, TTL: 255, Packets: [][]byte{p}}, nil)
+	r.call("send", rawSend{From: from, To: to, TTL: 254, Packets: [][]byte{down, down, down, down, down}}, nil)
+	r.call("send", rawSend{From: from, To: to, TTL: 255, Packets: [][]byte{down}}, nil)
 	// Packets are read in order from one socket: the TTL-255 one being
 	// processed means the TTL-254 ones were too.
 	n.waitChange(0, 5*time.Second, nslab.RouterIP, StateInit)

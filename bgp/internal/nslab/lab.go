@@ -10,9 +10,12 @@
 //
 // Safety (LAB.md): namespaces are named ilb<6 hex>-<role>, links are created
 // inside them (nothing in the root namespace), only 192.0.2.0/24,
-// 203.0.113.0/24 and 2001:db8::/32 are used, every process gets Pdeathsig and
-// its own process group, and Cleanup removes processes and namespaces also
-// when a test fails. It is test support only.
+// 198.18.0.0/15, 203.0.113.0/24 and 2001:db8::/32 are used, every process
+// gets Pdeathsig and its own process group, and t.Cleanup kills the process
+// groups and deletes the namespaces also when a test fails. FRR's daemons
+// drop privileges to user frr, which clears Pdeathsig: if the test binary
+// dies without running its cleanups (a -timeout panic), they outlive it, and
+// "make lab-clean" removes only the namespaces. It is test support only.
 package nslab
 
 import (
