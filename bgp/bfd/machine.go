@@ -6,8 +6,8 @@ import "time"
 // it is not Up (RFC 5880 section 6.8.3).
 const slowTxInterval = time.Second
 
-// Timers are the parameters one side of a session chooses.
-type Timers struct {
+// params are the timer parameters one side of a session chooses.
+type params struct {
 	// DesiredMinTx is the interval at which this side wants to send once the
 	// session is Up (bfd.DesiredMinTxInterval). While the session is not Up,
 	// at least one second is used, as RFC 5880 requires.
@@ -25,7 +25,7 @@ type Timers struct {
 // when, and reports its state changes. It implements RFC 5880 sections 6.8.1
 // to 6.8.7 for asynchronous mode without Demand mode, Echo or authentication.
 type machine struct {
-	cfg   Timers
+	cfg   params
 	state State
 	diag  Diag
 
@@ -50,7 +50,7 @@ type machine struct {
 	detectDeadline time.Time // zero while nothing is being detected
 }
 
-func newMachine(myDiscr uint32, t Timers) *machine {
+func newMachine(myDiscr uint32, t params) *machine {
 	m := &machine{
 		cfg:         t,
 		state:       StateDown,
@@ -142,7 +142,7 @@ func (m *machine) apply(e event) bool {
 
 // setTimers changes the local parameters. While Up the change is announced
 // with a Poll Sequence and applied as section 6.8.3 says; otherwise at once.
-func (m *machine) setTimers(t Timers) {
+func (m *machine) setTimers(t params) {
 	m.cfg = t
 	if m.state != StateUp {
 		m.advTx, m.advRx = m.wantTx(), t.RequiredMinRx

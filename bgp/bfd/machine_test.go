@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-var fast = Timers{DesiredMinTx: 100 * time.Millisecond, RequiredMinRx: 100 * time.Millisecond, DetectMult: 3}
+var fast = params{DesiredMinTx: 100 * time.Millisecond, RequiredMinRx: 100 * time.Millisecond, DetectMult: 3}
 
 // exchange delivers one packet from a to b at now (through the codec, so
 // the test also covers what goes on the wire) and reports b's state change.
@@ -97,7 +97,7 @@ func TestDetectionTimeout(t *testing.T) {
 	}
 	// The detection time follows the slower of our RX and their TX.
 	a, b = upPair(t, now)
-	b.setTimers(Timers{DesiredMinTx: time.Second, RequiredMinRx: 100 * time.Millisecond, DetectMult: 5})
+	b.setTimers(params{DesiredMinTx: time.Second, RequiredMinRx: 100 * time.Millisecond, DetectMult: 5})
 	exchange(t, b, a, now)
 	if a.detectTime() != 5*time.Second {
 		t.Fatalf("detect time %v, want 5 x 1s", a.detectTime())
@@ -130,7 +130,7 @@ func TestPollSequenceDefersSlowerTimers(t *testing.T) {
 	}
 
 	// Slower TX and faster RX: the old values stay in force until the Final.
-	a.setTimers(Timers{DesiredMinTx: 500 * time.Millisecond, RequiredMinRx: 50 * time.Millisecond, DetectMult: 3})
+	a.setTimers(params{DesiredMinTx: 500 * time.Millisecond, RequiredMinRx: 50 * time.Millisecond, DetectMult: 3})
 	if a.useTx != 100*time.Millisecond || a.useRx != 100*time.Millisecond || !a.polling {
 		t.Fatalf("during poll: tx %v rx %v polling %v", a.useTx, a.useRx, a.polling)
 	}
@@ -145,12 +145,12 @@ func TestPollSequenceDefersSlowerTimers(t *testing.T) {
 	}
 
 	// Faster TX and slower RX apply at once.
-	a.setTimers(Timers{DesiredMinTx: 50 * time.Millisecond, RequiredMinRx: 200 * time.Millisecond, DetectMult: 3})
+	a.setTimers(params{DesiredMinTx: 50 * time.Millisecond, RequiredMinRx: 200 * time.Millisecond, DetectMult: 3})
 	if a.useTx != 50*time.Millisecond || a.useRx != 200*time.Millisecond {
 		t.Fatalf("immediate change: tx %v rx %v", a.useTx, a.useRx)
 	}
 	// The remote asking for no packets stops periodic transmission.
-	b.setTimers(Timers{DesiredMinTx: 100 * time.Millisecond, RequiredMinRx: 0, DetectMult: 3})
+	b.setTimers(params{DesiredMinTx: 100 * time.Millisecond, RequiredMinRx: 0, DetectMult: 3})
 	exchange(t, b, a, now)
 	if a.txInterval() != 0 {
 		t.Fatalf("tx interval %v after remote RequiredMinRx 0", a.txInterval())
@@ -159,7 +159,7 @@ func TestPollSequenceDefersSlowerTimers(t *testing.T) {
 
 func TestTimersWhileDownApplyAtOnce(t *testing.T) {
 	a := newMachine(1, fast)
-	a.setTimers(Timers{DesiredMinTx: 2 * time.Second, RequiredMinRx: 10 * time.Millisecond, DetectMult: 2})
+	a.setTimers(params{DesiredMinTx: 2 * time.Second, RequiredMinRx: 10 * time.Millisecond, DetectMult: 2})
 	if a.polling || a.useTx != 2*time.Second || a.useRx != 10*time.Millisecond {
 		t.Fatalf("tx %v rx %v polling %v", a.useTx, a.useRx, a.polling)
 	}

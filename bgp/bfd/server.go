@@ -62,8 +62,8 @@ type SessionConfig struct {
 	DetectMult    uint8
 }
 
-func (c SessionConfig) timers() Timers {
-	t := Timers{DesiredMinTx: c.DesiredMinTx, RequiredMinRx: c.RequiredMinRx, DetectMult: c.DetectMult}
+func (c SessionConfig) timers() params {
+	t := params{DesiredMinTx: c.DesiredMinTx, RequiredMinRx: c.RequiredMinRx, DetectMult: c.DetectMult}
 	if t.DesiredMinTx == 0 {
 		t.DesiredMinTx = DefaultMinTx
 	}
@@ -322,7 +322,7 @@ type session struct {
 	m     *machine // owned by run; read under mu for status
 
 	rx      chan received
-	timers  chan Timers
+	timers  chan params
 	done    chan struct{}
 	stopped sync.Once
 
@@ -333,12 +333,12 @@ type session struct {
 	snap  SessionStatus
 }
 
-func newSession(srv *Server, peer, local netip.Addr, discr uint32, t Timers, conn *net.UDPConn) *session {
+func newSession(srv *Server, peer, local netip.Addr, discr uint32, t params, conn *net.UDPConn) *session {
 	s := &session{
 		srv: srv, peer: peer, local: local, conn: conn, discr: discr,
 		m:      newMachine(discr, t),
 		rx:     make(chan received, 16),
-		timers: make(chan Timers, 1),
+		timers: make(chan params, 1),
 		done:   make(chan struct{}),
 		since:  time.Now(),
 	}
@@ -353,7 +353,7 @@ func (s *session) deliver(r received) {
 	}
 }
 
-func (s *session) setTimers(t Timers) {
+func (s *session) setTimers(t params) {
 	for {
 		select {
 		case s.timers <- t:
