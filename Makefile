@@ -8,7 +8,7 @@ DEB_PACKAGES := iproute2 iptables frr bird2 arping curl tcpdump iputils-ping pro
 FUZZTIME ?= 5s
 KEEP ?=
 
-.PHONY: all build test unit fuzz e2e e2e-lab bench bench-metallb generate verify-generate lint deps lab-binaries demo lab-clean clean
+.PHONY: all build test unit fuzz e2e e2e-lab bench bench-unit bench-lab bench-metallb generate verify-generate lint deps lab-binaries demo lab-clean clean
 
 all: build
 
@@ -22,9 +22,9 @@ test: lint verify-generate unit fuzz e2e
 unit:
 	$(GO) test -race -count=1 ./...
 
+## fuzz: every fuzz target of the main module for FUZZTIME (default 5s) each
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzParseRange$$' -fuzztime $(FUZZTIME) ./allocator/
-	$(GO) test -run '^$$' -fuzz '^FuzzRequestFor$$' -fuzztime $(FUZZTIME) ./allocator/
+	FUZZTIME=$(FUZZTIME) hack/fuzz.sh
 
 e2e:
 	@if [ "$$(uname -s)" != Linux ] || [ "$$(id -u)" -ne 0 ]; then \
@@ -34,12 +34,20 @@ e2e:
 e2e-lab: deps lab-binaries build
 	cd test && IRONLB_BIN=$(CURDIR)/bin $(GO) test -race -p 1 -count=1 -timeout 40m ./...
 
-## bench: allocator benchmarks and the same burst on MetalLB's allocator (figures in docs/benchmarks.md)
-bench:
+## bench: the in-memory benchmarks, then the lab measurements (figures in docs/benchmarks.md)
+bench: bench-unit bench-lab
+
+## bench-unit: allocator benchmarks and the same burst on MetalLB's allocator
+bench-unit:
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./allocator/
 	bench/metallb/run.sh
 
-## bench-metallb: only the MetalLB side of the comparison (go.universe.tf/metallb v0.16.2, unmodified)
+## bench-lab: on the lab's real kube-apiserver: a burst of 1,000 Services and restarts with 10,000 live Services, ironlb-controller vs MetalLB's controller (v0.15.2) in one run
+bench-lab: deps lab-binaries build
+	@if [ "$$(id -u)" -ne 0 ]; then echo "bench-lab: needs root (network namespaces)"; exit 1; fi
+	cd test && IRONLB_BIN=$(CURDIR)/bin $(GO) run ./cmd/benchcontroller $(BENCH_ARGS)
+
+## bench-metallb: only the MetalLB side of the allocator comparison (go.universe.tf/metallb v0.16.2, unmodified)
 bench-metallb:
 	bench/metallb/run.sh
 

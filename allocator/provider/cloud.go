@@ -101,6 +101,8 @@ type Cloud struct {
 	eventsFrom kubernetes.Interface
 	dyn        dynamic.Interface
 
+	pools     dynamicinformer.DynamicSharedInformerFactory // set by Prewarm or start
+
 	recorder  record.EventRecorder
 	services  corelisters.ServiceLister
 	poolStore cache.Store
@@ -184,6 +186,20 @@ func (c *Cloud) SetInformers(factory informers.SharedInformerFactory) {
 	}
 }
 
+// Prewarm starts watching IPPools, and the Services and Namespaces of factory,
+// before the Cloud is started: a standby replica keeps these caches synced while it
+// waits for the lease, so that taking over costs the lease and not a full List of
+// every Service. It is optional; call it at most once, before Start or
+// SetInformers, with the factory that will be passed to them.
+func (c *Cloud) Prewarm(ctx context.Context, dyn dynamic.Interface, factory informers.SharedInformerFactory) {
+	c.pools = dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
+	c.pools.ForResource(v1alpha1.IPPoolsResource).Informer()
+	c.pools.Start(ctx.Done())
+	factory.Core().V1().Services().Informer()
+	factory.Core().V1().Namespaces().Informer()
+	factory.Start(ctx.Done())
+}
+
 // Start wires the Cloud to a cluster without a cloud-controller-manager (tests and
 // other embedders): it watches Services and Namespaces through factory (shared
 // with the ServiceController, so each resource is watched once; Start starts the
@@ -212,7 +228,10 @@ func (c *Cloud) startOnceFn(ctx context.Context, client, eventsFrom kubernetes.I
 	svcInformer := factory.Core().V1().Services().Informer()
 	nsInformer := factory.Core().V1().Namespaces().Informer()
 	c.services = factory.Core().V1().Services().Lister()
-	dfactory := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
+	if c.pools == nil {
+		c.pools = dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
+	}
+	dfactory := c.pools
 	poolInformer := dfactory.ForResource(v1alpha1.IPPoolsResource).Informer()
 	c.poolStore = poolInformer.GetStore()
 	c.status = newPoolStatusWriter(c)

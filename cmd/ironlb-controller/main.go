@@ -33,6 +33,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	cloudprovider "k8s.io/cloud-provider"
@@ -142,6 +143,13 @@ func newCommand(opts *options.CloudControllerManagerOptions, extra cliflag.Named
 			cloud := provider.New(provider.Options{LoadBalancerClass: f.lbClass, IgnoreClassless: !f.serveClassless, Metrics: metrics})
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
+			// Warm caches while waiting for the lease: a takeover then costs the
+			// lease, not a List of every Service.
+			dyn, err := dynamic.NewForConfig(completed.Kubeconfig)
+			if err != nil {
+				return err
+			}
+			cloud.Prewarm(ctx, dyn, completed.SharedInformers)
 			r := &runner{cfg: completed, cloud: cloud, started: started, leading: make(chan struct{}),
 				initializers: app.ConstructControllerInitializers(constructors, completed, cloud)}
 			if f.metricsAddr != "" {

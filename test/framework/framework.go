@@ -285,6 +285,17 @@ func (e *Env) StartController(ctx context.Context, extra ...string) (*Controller
 
 // StartControllerFor is StartController against control plane c.
 func (e *Env) StartControllerFor(ctx context.Context, c *cluster.Cluster, extra ...string) (*Controller, error) {
+	return e.startController(ctx, c, true, extra...)
+}
+
+// StartControllerAsShipped runs ironlb-controller against the Env's control plane
+// with exactly the Deployment's args, its leader-election timings included (for
+// measurements of what users run).
+func (e *Env) StartControllerAsShipped(ctx context.Context, extra ...string) (*Controller, error) {
+	return e.startController(ctx, e.Cluster, false, extra...)
+}
+
+func (e *Env) startController(ctx context.Context, c *cluster.Cluster, fastLease bool, extra ...string) (*Controller, error) {
 	kc, err := c.ServiceAccountKubeconfig(ctx, "ironlb-system", "ironlb-controller", 2*time.Hour)
 	if err != nil {
 		return nil, err
@@ -302,8 +313,10 @@ func (e *Env) StartControllerFor(ctx context.Context, c *cluster.Cluster, extra 
 		"--authorization-kubeconfig="+kc,
 		fmt.Sprintf("--secure-port=%d", 10260+n),
 		"--metrics-addr="+metrics.String(),
-		"--leader-elect-lease-duration=4s", "--leader-elect-renew-deadline=3s", "--leader-elect-retry-period=500ms",
 	)
+	if fastLease {
+		args = append(args, "--leader-elect-lease-duration=4s", "--leader-elect-renew-deadline=3s", "--leader-elect-retry-period=500ms")
+	}
 	args = append(args, extra...)
 	name := fmt.Sprintf("ironlb-controller-%d", n)
 	p, err := e.Lab.Start(lab.HostCP, filepath.Join(e.Lab.Dir(), name+".log"), append([]string{e.Controller}, args...)...)

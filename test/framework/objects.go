@@ -20,13 +20,18 @@ var (
 	BGPPeers = schema.GroupVersionResource{Group: "ironlb.io", Version: "v1alpha1", Resource: "bgppeers"}
 )
 
-// CreateYAML creates one object of resource gvr (cluster-scoped) from a YAML or JSON document.
+// CreateYAML creates one object of resource gvr from a YAML or JSON document (in
+// the document's metadata.namespace when it has one).
 func CreateYAML(ctx context.Context, dyn dynamic.Interface, gvr schema.GroupVersionResource, doc string) (*unstructured.Unstructured, error) {
 	var obj map[string]any
 	if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
 		return nil, fmt.Errorf("parsing %s: %w", gvr.Resource, err)
 	}
-	return dyn.Resource(gvr).Create(ctx, &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{})
+	u := &unstructured.Unstructured{Object: obj}
+	if ns := u.GetNamespace(); ns != "" {
+		return dyn.Resource(gvr).Namespace(ns).Create(ctx, u, metav1.CreateOptions{})
+	}
+	return dyn.Resource(gvr).Create(ctx, u, metav1.CreateOptions{})
 }
 
 // WaitEvent waits up to within for an Event with reason on object ns/name and
