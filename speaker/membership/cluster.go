@@ -113,6 +113,7 @@ func New(cfg Config) (*Cluster, error) {
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		c.queue.stop()
+		m.unregister(cfg.Registerer)
 		return nil, fmt.Errorf("membership: starting memberlist on %s: %w", c.self, err)
 	}
 	c.ml = ml
@@ -126,11 +127,13 @@ func New(cfg Config) (*Cluster, error) {
 // (see Event for how a slow reader is served). It is closed by Shutdown.
 func (c *Cluster) Events() <-chan Event { return c.queue.out }
 
-// Join contacts peers that are not already alive members, all at once, and
+// Join contacts peers that are not already alive members, eight at a time, and
 // merges their state (members and their metadata) into this node's: when it
 // returns, this node knows what those peers knew. It returns how many answered;
 // the error joins the failures and is non-nil only if none answered. Joining
-// no one (an empty list, or only this node's address) is not an error.
+// no one (an empty list, or only this node's address) is not an error. ctx
+// stops waiting for the peers not contacted yet; a join in progress ends
+// within 2 s (the TCP timeout).
 func (c *Cluster) Join(ctx context.Context, peers []netip.AddrPort) (int, error) {
 	targets := c.notMembers(peers)
 	if len(targets) == 0 {
@@ -152,6 +155,11 @@ func (c *Cluster) Join(ctx context.Context, peers []netip.AddrPort) (int, error)
 			}
 			defer func() { <-sem }()
 			_, err := c.ml.Join([]string{p.String()})
+			if err != nil {
+				c.metrics.joins.WithLabelValues("failed").Inc()
+			} else {
+				c.metrics.joins.WithLabelValues("ok").Inc()
+			}
 			results <- result{p, err}
 		}()
 	}
@@ -283,14 +291,14 @@ func (c *Cluster) Leave(timeout time.Duration) error {
 		m := c.claims
 		c.metaMu.Unlock()
 		m.Leaving = true
-		ctx, cancel := context.WithDeadline(context.Background(), deadline)
-		_, err = c.SetMeta(ctx, m)
+		// Half the time for the flag: the leave itself matters more.
+		ctx, cancel := context.WithTimeout(context.Background(), timeout/2)
+		_, metaErr := c.SetMeta(ctx, m)
 		cancel()
-		if err == nil {
-			err = c.ml.Leave(max(time.Until(deadline), time.Millisecond))
-		}
-		if err != nil {
-			err = fmt.Errorf("membership: leave: %w", err)
+		if leaveErr := c.ml.Leave(max(time.Until(deadline), time.Millisecond)); leaveErr != nil {
+			err = fmt.Errorf("membership: leave: %w", leaveErr)
+		} else if metaErr != nil {
+			err = fmt.Errorf("membership: leave: peers may take it for a failure: %w", metaErr)
 		}
 	})
 	return err

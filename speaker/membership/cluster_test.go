@@ -174,6 +174,27 @@ func TestJoinAndMetadata(t *testing.T) {
 		t.Fatalf("Members() = %+v", members)
 	}
 
+	// Claims beyond the 512 bytes are not published, and counted.
+	var many []netip.Addr
+	for i := range 2000 {
+		many = append(many, netip.AddrFrom4([4]byte{203, 0, byte(i >> 8), byte(i)}))
+	}
+	n, err = ms[1].c.SetMeta(context.Background(), Meta{Claims: many})
+	if err != nil || n >= len(many) || n < 400 {
+		t.Fatalf("SetMeta of 2000 claims: %d published, %v", n, err)
+	}
+	if got := testutil.ToFloat64(ms[1].metrics.unpublished); got != float64(len(many)-n) {
+		t.Fatalf("ironlb_memberlist_meta_unpublished_claims = %v, want %d", got, len(many)-n)
+	}
+	ms[0].waitUntil(5*time.Second, "node-2's published claims", func() bool {
+		for _, s := range ms[0].events {
+			if s.ev.Member.Name == "node-2" && slices.Equal(s.ev.Member.Meta.Claims, many[:n]) {
+				return true
+			}
+		}
+		return false
+	})
+
 	// A speaker that only gets the peer list (from the Node informer) joins
 	// in the background.
 	late := mustStart(t, 5, testKey)
@@ -184,6 +205,32 @@ func TestJoinAndMetadata(t *testing.T) {
 	if got := testutil.ToFloat64(ms[0].metrics.events.WithLabelValues("join")); got != 5 {
 		t.Fatalf("ironlb_memberlist_member_events_total{event=join} = %v on node-1, want 5", got)
 	}
+}
+
+// TestRejoinsPeersThatWereAway: a peer that did not answer when SetPeers was
+// called (down, or cut off longer than memberlist remembers the dead) is
+// joined by the periodic rejoin once it is back, with no other trigger.
+func TestRejoinsPeersThatWereAway(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	a := mustStart(t, 1, testKey)
+	a.c.SetPeers([]netip.AddrPort{peer(1), peer(2)})
+	// The immediate attempt fails: node-2 is not listening yet.
+	failed := a.metrics.joins.WithLabelValues("failed")
+	deadline := time.Now().Add(5 * time.Second)
+	for testutil.ToFloat64(failed) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no join attempt after SetPeers")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	b := mustStart(t, 2, testKey)
+	start := time.Now()
+	for _, m := range []*testMember{a, b} {
+		m.waitUntil(rejoinInterval+5*time.Second, "the other member", m.seesAlive("node-1", "node-2"))
+	}
+	t.Logf("joined %v after node-2 started (rejoin every %v)", time.Since(start).Round(time.Millisecond), rejoinInterval)
 }
 
 func TestEncryptionKeepsOutOtherKeys(t *testing.T) {
@@ -263,6 +310,11 @@ func TestLeaveIsSeenAtOnce(t *testing.T) {
 		planned += left
 		peers += 3
 		lat = append(lat, last.Sub(t0))
+		if trial == 0 {
+			if alive, left := memberGauge(t, ms[0], "alive"), memberGauge(t, ms[0], "left"); alive != 3 || left != 1 {
+				t.Fatalf("node-1: ironlb_memberlist_members alive=%v left=%v, want 3 and 1", alive, left)
+			}
+		}
 		leaver.c.Shutdown()
 		ms[3] = mustStart(t, 4, testKey)
 		if _, err := ms[3].c.Join(context.Background(), []netip.AddrPort{peer(1)}); err != nil {
@@ -317,6 +369,26 @@ func detectionTrial(tb testing.TB, ms []*testMember, victim int) (first, last ti
 	return firstAt.Sub(t0), lastAt.Sub(t0)
 }
 
+// memberGauge reads ironlb_memberlist_members{state} of m.
+func memberGauge(t *testing.T, m *testMember, state string) float64 {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(m.metrics)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, x := range mf.Metric {
+			if x.Label[0].GetValue() == state {
+				return x.Gauge.GetValue()
+			}
+		}
+	}
+	t.Fatalf("no ironlb_memberlist_members{state=%q}", state)
+	return 0
+}
+
 func quantiles(d []time.Duration) (p50, p95, worst time.Duration) {
 	s := slices.Clone(d)
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
@@ -341,6 +413,9 @@ func TestDetectsKilledMember(t *testing.T) {
 	failures := 0.0
 	for _, m := range ms {
 		failures += testutil.ToFloat64(m.metrics.probeFailures)
+	}
+	if alive, dead := memberGauge(t, ms[0], "alive"), memberGauge(t, ms[0], "dead"); alive != 5 || dead != 0 {
+		t.Fatalf("node-1: ironlb_memberlist_members alive=%v dead=%v after the last member came back, want 5 and 0", alive, dead)
 	}
 	if failures == 0 {
 		t.Fatal("ironlb_memberlist_probe_failures_total stayed 0 through 12 kills: memberlist's log wording changed?")
@@ -498,4 +573,36 @@ func loadAvg(t testing.TB) float64 {
 	var l float64
 	fmt.Sscanf(string(b), "%f", &l)
 	return l
+}
+
+func TestNewRefusesBadConfig(t *testing.T) {
+	for _, cfg := range []Config{
+		{Addr: memberAddr(1)},
+		{NodeName: "node-1"},
+		{NodeName: "node-1", Addr: memberAddr(1), Key: []byte("sixteen byte key")},
+	} {
+		if c, err := New(cfg); err == nil {
+			c.Shutdown()
+			t.Fatalf("%+v accepted", cfg)
+		}
+	}
+}
+
+// TestNewFailsCleanly: an address this host does not have is an error, and it
+// leaves the registry as it was, so a corrected retry can register again.
+func TestNewFailsCleanly(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	reg := prometheus.NewRegistry()
+	_, err := New(Config{NodeName: "node-1", Addr: netip.MustParseAddr("198.18.1.1"), Key: testKey, Registerer: reg})
+	if err == nil {
+		t.Fatal("bound to an address the namespace does not have")
+	}
+	t.Log(err)
+	c, err := New(Config{NodeName: "node-1", Addr: memberAddr(1), Key: testKey, Registerer: reg})
+	if err != nil {
+		t.Fatalf("retry with the right address: %v", err)
+	}
+	c.Shutdown()
 }

@@ -142,6 +142,7 @@
 //	ironlb_memberlist_refutations_total
 //	ironlb_memberlist_probe_rtt_seconds
 //	ironlb_memberlist_meta_unpublished_claims
+//	ironlb_memberlist_joins_total{result="ok|failed"}
 //
 // memberlist does not expose suspicion per member, so alive counts suspects.
 // Left and dead are told apart by the leaving flag, which reaches a peer before

@@ -47,8 +47,11 @@ type Member struct {
 type Event struct {
 	Type   EventType
 	Member Member
-	// Left is true for a Leave the member announced (Leave was called), false
-	// when the cluster declared it dead.
+	// Left is true for a Leave the member announced (it called Leave), false
+	// when the cluster declared it dead. Best effort: memberlist does not tell
+	// the two apart, so Left comes from the member's last metadata
+	// (Meta.Leaving), and a peer that receives the leave message first
+	// reports a death. Both mean the member is gone.
 	Left bool
 }
 

@@ -23,6 +23,7 @@ type metrics struct {
 	refutations   prometheus.Counter
 	rtt           prometheus.Histogram
 	unpublished   prometheus.Gauge
+	joins         *prometheus.CounterVec
 }
 
 type goneMember struct {
@@ -59,19 +60,39 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "ironlb_memberlist_meta_unpublished_claims",
 			Help: "Claimed addresses that did not fit in this node's memberlist metadata (they may move when a better-ranked node joins).",
 		}),
+		joins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ironlb_memberlist_joins_total",
+			Help: "Joins attempted with one peer (at start, on SetPeers, and every 10 s for peers that are not members), by result.",
+		}, []string{"result"}),
 	}
+	m.joins.WithLabelValues("ok")
+	m.joins.WithLabelValues("failed")
 	for _, e := range []string{"join", "update", "left", "failed"} {
 		m.events.WithLabelValues(e)
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m, m.events, m.probeFailures, m.refutations, m.rtt, m.unpublished} {
+	for _, c := range m.collectors() {
 		if err := reg.Register(c); err != nil {
+			m.unregister(reg)
 			return nil, err
 		}
 	}
 	return m, nil
+}
+
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m, m.events, m.probeFailures, m.refutations, m.rtt, m.unpublished, m.joins}
+}
+
+func (m *metrics) unregister(reg prometheus.Registerer) {
+	if reg == nil {
+		return
+	}
+	for _, c := range m.collectors() {
+		reg.Unregister(c)
+	}
 }
 
 func (m *metrics) memberAlive(name string, joined bool) {
