@@ -128,7 +128,8 @@
 // and checks at every convergence: one owner per address with a candidate, the
 // same answer in every speaker, published claims equal to Claims, owners that
 // stayed alive and eligible kept (no failback), and double announcements
-// shorter than the bound above.
+// shorter than the bound above. TestElectionOverMemberlist (package
+// membership) runs it over real memberlist instances.
 //
 // # Costs
 //
