@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -64,6 +65,7 @@ type Cluster struct {
 	stopOnce sync.Once
 	leaving  sync.Once
 	stopped  sync.Once
+	shut     atomic.Bool
 }
 
 // New starts memberlist on cfg.Addr (it listens but contacts nobody: call
@@ -283,6 +285,9 @@ func (c *Cluster) Members() []Member {
 // addresses) until Shutdown; see the package documentation for the handover.
 // It stops the rejoin loop.
 func (c *Cluster) Leave(timeout time.Duration) error {
+	if c.shut.Load() {
+		return errors.New("membership: leave after shutdown")
+	}
 	var err error
 	c.leaving.Do(func() {
 		c.stopRejoin()
@@ -310,6 +315,7 @@ func (c *Cluster) Leave(timeout time.Duration) error {
 func (c *Cluster) Shutdown() error {
 	var err error
 	c.stopped.Do(func() {
+		c.shut.Store(true)
 		c.stopRejoin()
 		err = c.ml.Shutdown()
 		c.wg.Wait()

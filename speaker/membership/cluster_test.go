@@ -605,4 +605,7 @@ func TestNewFailsCleanly(t *testing.T) {
 		t.Fatalf("retry with the right address: %v", err)
 	}
 	c.Shutdown()
+	if err := c.Leave(time.Second); err == nil {
+		t.Fatal("Leave after Shutdown did not fail")
+	}
 }
