@@ -92,20 +92,20 @@ func TestBehaviour(t *testing.T) {
 			objs: []any{
 				service("kube-system", "dns", "198.19.0.53", withPorts(v1.ServicePort{Name: "dns", Port: 53, Protocol: v1.ProtocolUDP})),
 				slice("kube-system", "dns", "dns-a", []discovery.EndpointPort{epPort("dns", 5353, v1.ProtocolUDP)}, ep{ip: "198.18.2.53", node: "node2"})},
-			pkt: iptables.Packet{Src: localPod, Dst: netip.MustParseAddr("198.19.0.53"), DstPort: 53, Protocol: "udp"},
+			pkt:  iptables.Packet{Src: localPod, Dst: netip.MustParseAddr("198.19.0.53"), DstPort: 53, Protocol: "udp"},
 			want: none("198.18.2.53:5353")},
 		{name: "UDP Service does not capture TCP",
 			objs: []any{
 				service("kube-system", "dns", "198.19.0.53", withPorts(v1.ServicePort{Name: "dns", Port: 53, Protocol: v1.ProtocolUDP})),
 				slice("kube-system", "dns", "dns-a", []discovery.EndpointPort{epPort("dns", 5353, v1.ProtocolUDP)}, ep{ip: "198.18.2.53", node: "node2"})},
-			pkt: iptables.Packet{Src: localPod, Dst: netip.MustParseAddr("198.19.0.53"), DstPort: 53, Protocol: "tcp"},
+			pkt:  iptables.Packet{Src: localPod, Dst: netip.MustParseAddr("198.19.0.53"), DstPort: 53, Protocol: "tcp"},
 			want: just("FORWARD")},
 		{name: "SCTP NodePort",
 			objs: []any{
 				service("tel", "sig", "198.19.0.60", withPorts(v1.ServicePort{Name: "s", Port: 3868, Protocol: v1.ProtocolSCTP, NodePort: 31868}),
 					func(s *v1.Service) { s.Spec.Type = v1.ServiceTypeNodePort }),
 				slice("tel", "sig", "sig-a", []discovery.EndpointPort{epPort("s", 3868, v1.ProtocolSCTP)}, ep{ip: "198.18.2.60", node: "node2"})},
-			pkt: iptables.Packet{Src: extIP, Dst: nodeIP, DstPort: 31868, Protocol: "sctp"},
+			pkt:  iptables.Packet{Src: extIP, Dst: nodeIP, DstPort: 31868, Protocol: "sctp"},
 			want: masq("198.18.2.60:3868")},
 		{name: "IPv6 ClusterIP from a pod",
 			objs: []any{
