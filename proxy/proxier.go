@@ -180,7 +180,9 @@ func (p *Proxier) Healthy() bool {
 	return queued.IsZero() || time.Since(queued) < 2*p.cfg.SyncPeriod
 }
 
-// Informers are the shared informers Run reads. The Node informer may be
+// Informers are the shared informers Run reads. Obtain them (call Informer()
+// on each) before starting their factory: a factory starts only the informers
+// asked for before Start. The Node informer may be
 // limited to this node (field selector metadata.name); the others may exclude
 // objects labelled service.kubernetes.io/service-proxy-name, which the proxy
 // ignores anyway.
