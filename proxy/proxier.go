@@ -138,7 +138,7 @@ func New(cfg Config) (*Proxier, error) {
 		seen[fam] = true
 		g := &generator{
 			family:     fam,
-			masqMark:   fmt.Sprintf("%#08x", 1<<uint(bit)),
+			masqMark:   fmt.Sprintf("%#x", 1<<uint(bit)),
 			tcpLiberal: liberal,
 			nodeName:   cfg.NodeName,
 		}
