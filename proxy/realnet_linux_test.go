@@ -1,0 +1,326 @@
+//go:build linux
+
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/ironlb/ironlb/proxy/iptables"
+)
+
+// lab is a node namespace with a pod namespace and a client namespace:
+//
+//	cli 192.0.2.100 --- 192.0.2.11 node 198.18.1.1 --- 198.18.1.10 pod
+//
+// The client routes ClusterIPs (198.19.0.0/16) and VIPs (203.0.113.0/24) to
+// the node, as a router would.
+type lab struct {
+	t                 *testing.T
+	node, pod, client string
+}
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipped: needs root (network namespaces and real iptables)")
+	}
+	for _, b := range []string{"ip", "iptables-restore", "iptables-save", "ip6tables-restore"} {
+		if _, err := exec.LookPath(b); err != nil {
+			t.Skipf("skipped: %s not installed", b)
+		}
+	}
+}
+
+func sh(t *testing.T, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func newLab(t *testing.T) *lab {
+	requireRoot(t)
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	id := "ilb" + hex.EncodeToString(b)
+	l := &lab{t: t, node: id + "-node", pod: id + "-pod", client: id + "-cli"}
+	for _, ns := range []string{l.node, l.pod, l.client} {
+		sh(t, "ip", "netns", "add", ns)
+		ns := ns
+		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+		sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
+	}
+	// Interface names are short and unique per run: veths live in the lab's
+	// namespaces only, created there directly.
+	sh(t, "ip", "-n", l.node, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", l.client)
+	sh(t, "ip", "-n", l.node, "link", "add", "vpod", "type", "veth", "peer", "name", "eth0", "netns", l.pod)
+	for _, c := range [][]string{
+		{"-n", l.node, "addr", "add", "192.0.2.11/24", "dev", "eth0"},
+		{"-n", l.node, "addr", "add", "198.18.1.1/24", "dev", "vpod"},
+		{"-n", l.client, "addr", "add", "192.0.2.100/24", "dev", "eth0"},
+		{"-n", l.pod, "addr", "add", "198.18.1.10/24", "dev", "eth0"},
+		{"-n", l.node, "link", "set", "eth0", "up"},
+		{"-n", l.node, "link", "set", "vpod", "up"},
+		{"-n", l.client, "link", "set", "eth0", "up"},
+		{"-n", l.pod, "link", "set", "eth0", "up"},
+		{"-n", l.pod, "route", "add", "default", "via", "198.18.1.1"},
+		{"-n", l.client, "route", "add", "198.19.0.0/16", "via", "192.0.2.11"},
+		// The node's way out is the client namespace (as a router would be), so
+		// a ClusterIP the rules do not catch is forwarded, not unroutable.
+		{"-n", l.node, "route", "add", "default", "via", "192.0.2.100"},
+		{"-n", l.client, "route", "add", "203.0.113.0/24", "via", "192.0.2.11"},
+	} {
+		sh(t, append([]string{"ip"}, c...)...)
+	}
+	// The node forwards; it sends no ICMP redirects, which a packet routed
+	// back out of eth0 (a rejected ClusterIP) would otherwise trigger.
+	sh(t, "ip", "netns", "exec", l.node, "sysctl", "-qw", "net.ipv4.ip_forward=1",
+		"net.ipv4.conf.all.send_redirects=0", "net.ipv4.conf.eth0.send_redirects=0")
+	return l
+}
+
+// inNS runs fn on a thread switched into the named namespace. Sockets made
+// there stay in that namespace.
+func inNS(name string, fn func() error) error {
+	target, err := netns.GetFromName(name)
+	if err != nil {
+		return err
+	}
+	defer target.Close()
+	errc := make(chan error, 1)
+	go func() {
+		// The thread is never unlocked: it dies with the goroutine instead of
+		// going back to the pool in the wrong namespace.
+		runtime.LockOSThread()
+		if err := netns.Set(target); err != nil {
+			errc <- err
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+// serve runs a TCP server in ns that answers every connection with the
+// client address it sees, until the test ends.
+func (l *lab) serve(ns, addr string) {
+	var ln net.Listener
+	if err := inNS(ns, func() (err error) { ln, err = net.Listen("tcp4", addr); return err }); err != nil {
+		l.t.Fatal(err)
+	}
+	l.t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = fmt.Fprintf(c, "%s\n", c.RemoteAddr().(*net.TCPAddr).IP)
+			c.Close()
+		}
+	}()
+}
+
+// dial connects from ns and returns the source address the server saw.
+func (l *lab) dial(ns, addr string) (string, error) {
+	var seen string
+	err := inNS(ns, func() error {
+		c, err := net.DialTimeout("tcp4", addr, 3*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		seen = strings.TrimSpace(line)
+		return err
+	})
+	return seen, err
+}
+
+func (l *lab) save(family string, table string) string {
+	bin := "iptables-save"
+	if family == "6" {
+		bin = "ip6tables-save"
+	}
+	return sh(l.t, "ip", "netns", "exec", l.node, bin, "-t", table)
+}
+
+func TestRealIptablesInNamespace(t *testing.T) {
+	l := newLab(t)
+	l.serve(l.pod, "198.18.1.10:8080")
+
+	nodeNS, err := netns.GetFromName(l.node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nodeNS.Close()
+	h, err := netlink.NewHandleAt(nodeNS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	ipt4 := iptables.NewExec(iptables.IPv4, "ip", "netns", "exec", l.node)
+	ipt6 := iptables.NewExec(iptables.IPv6, "ip", "netns", "exec", l.node)
+	// Someone else's rule, which must survive syncs.
+	foreign := func() {
+		sh(t, "ip", "netns", "exec", l.node, "iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "198.18.99.0/24", "-j", "RETURN")
+	}
+	foreign()
+
+	p, err := New(Config{
+		NodeName:     "node1",
+		IPTables:     []iptables.Interface{ipt4, ipt6},
+		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/16")},
+		Conntrack:    NetlinkConntrack{Handle: h},
+		HealthCheckListen: func(ctx context.Context, network, addr string) (ln net.Listener, err error) {
+			err = inNS(l.node, func() error { ln, err = net.Listen(network, addr); return err })
+			return ln, err
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.health.close)
+	ctx := context.Background()
+	pod := ep{ip: "198.18.1.10", node: "node1"}
+	p.tracker.setService(nginx(nodePort(30080)))
+	p.tracker.setSlice(nginxSlice(pod))
+	p.tracker.setService(service("web", "lb", "198.19.0.20", nodePort(30081), loadBalancer("203.0.113.7"), etpLocal(32000)))
+	p.tracker.setSlice(slice("web", "lb", "lb-a", httpPort(8080), pod))
+	p.tracker.setService(service("web", "empty", "198.19.0.99"))
+	p.tracker.setService(service("web", "v6", "2001:db8:1::10", nodePort(30082)))
+	p.tracker.setSlice(slice("web", "v6", "v6-a", httpPort(8080), ep{ip: "2001:db8:42::10", node: "node2"}))
+	if err := p.syncOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	nat := l.save("4", "nat")
+	for _, want := range []string{":IRONLB-SERVICES", "-A PREROUTING -m comment --comment \"ironlb service portals\" -j IRONLB-SERVICES",
+		"-j DNAT --to-destination 198.18.1.10:8080", "-s 198.18.99.0/24 -j RETURN", "--random-fully"} {
+		if !strings.Contains(nat, want) {
+			t.Errorf("iptables-save -t nat lacks %q:\n%s", want, nat)
+		}
+	}
+	if nat6 := l.save("6", "nat"); !strings.Contains(nat6, "--to-destination [2001:db8:42::10]:8080") {
+		t.Errorf("ip6tables-save -t nat lacks the IPv6 endpoint:\n%s", nat6)
+	}
+
+	type probe struct {
+		name, from, addr string
+		wantSrc          string // what the pod sees; "" for a refused connection
+	}
+	probes := []probe{
+		{"ClusterIP from outside the cluster (masqueraded)", l.client, "198.19.0.10:80", "198.18.1.1"},
+		{"NodePort (masqueraded)", l.client, "192.0.2.11:30080", "198.18.1.1"},
+		{"ClusterIP from the node itself", l.node, "198.19.0.10:80", "198.18.1.1"},
+		{"VIP with externalTrafficPolicy Local (client address kept)", l.client, "203.0.113.7:80", "192.0.2.100"},
+		{"ClusterIP from the pod itself (hairpin, masqueraded)", l.pod, "198.19.0.10:80", "198.18.1.1"},
+		{"Service without endpoints (rejected)", l.client, "198.19.0.99:80", ""},
+	}
+	check := func(when string) {
+		t.Helper()
+		for _, pr := range probes {
+			src, err := l.dial(pr.from, pr.addr)
+			switch {
+			case pr.wantSrc == "" && !errors.Is(err, syscall.ECONNREFUSED):
+				t.Errorf("%s: %s: got %q, %v; want connection refused", when, pr.name, src, err)
+			case pr.wantSrc != "" && (err != nil || src != pr.wantSrc):
+				t.Errorf("%s: %s: pod saw %q (%v), want %s", when, pr.name, src, err, pr.wantSrc)
+			}
+		}
+	}
+	check("after the first sync")
+
+	// The health check node port answers from the node, seen from the client.
+	var body string
+	// The HTTP client dials on goroutines of its own: each dial is switched
+	// into the client namespace.
+	hc := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+			err = inNS(l.client, func() error {
+				var d net.Dialer
+				c, err = d.DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		}}}
+	if resp, err := hc.Get("http://192.0.2.11:32000/"); err != nil {
+		t.Errorf("health check: %v", err)
+	} else {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		body = fmt.Sprint(resp.StatusCode, " ", strings.TrimSpace(string(b)))
+	}
+	if want := `200 {"service":{"namespace":"web","name":"lb"},"localEndpoints":1,"serviceProxyHealthy":true}`; body != want {
+		t.Errorf("health check answered %s, want %s", body, want)
+	}
+
+	// An external flush of the nat table is noticed and repaired.
+	sh(t, "ip", "netns", "exec", l.node, "iptables", "-t", "nat", "-F")
+	if _, err := l.dial(l.client, "198.19.0.10:80"); err == nil {
+		t.Fatal("the flush did not break the Service: the test proves nothing")
+	}
+	if !p.checkCanaries(ctx) {
+		t.Fatal("nat flush not detected")
+	}
+	if err := p.syncOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check("after the repair of a nat flush")
+	sh(t, "ip", "netns", "exec", l.node, "iptables", "-t", "filter", "-F")
+	if !p.checkCanaries(ctx) {
+		t.Fatal("filter flush not detected")
+	}
+	if err := p.syncOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check("after the repair of a filter flush")
+
+	// A partial sync through the real iptables-restore: the endpoint goes.
+	p.tracker.setSlice(nginxSlice())
+	if err := p.syncOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.dial(l.client, "198.19.0.10:80"); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("Service whose endpoint went: %v, want connection refused", err)
+	}
+
+	foreign() // the flushes above took it; cleanup must leave it
+	if err := p.Cleanup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, fam := range []string{"4", "6"} {
+		for _, tb := range []string{"nat", "filter"} {
+			if s := l.save(fam, tb); strings.Contains(s, "IRONLB") {
+				t.Errorf("IPv%s %s after cleanup:\n%s", fam, tb, s)
+			}
+		}
+	}
+	if !strings.Contains(l.save("4", "nat"), "-s 198.18.99.0/24 -j RETURN") {
+		t.Error("cleanup removed someone else's rule")
+	}
+}
