@@ -9,16 +9,18 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/ironlb/ironlb/proxy/iptables"
 )
 
 // The dispatch tree's shape. A packet walks at most width/dispatchStride levels,
 // each with at most 1<<dispatchStride jump rules, and then a leaf chain with at
-// most dispatchBucket keys (a key is an address or a port; each has one rule
-// per Service port on it). Levels where the keys take a single branch are
-// skipped (path compression), so the depth is about
-// log_{1<<stride}(N/bucket) for N keys spread over the address space.
+// most dispatchBucket rules (a key, an address or a port, has one rule per
+// Service port on it; a key with more rules than that is a leaf of its own).
+// Levels where the keys take a single branch are skipped (path compression),
+// so the depth is about log_{1<<stride}(R/bucket) for R rules spread over the
+// address space.
 const (
 	dispatchStride = 2
 	dispatchFanout = 1 << dispatchStride
@@ -88,7 +90,7 @@ func (k dkey) compare(o dkey) int {
 type tnode struct {
 	key    dkey // the node's prefix, masked to bits
 	bits   int
-	count  int      // number of keys (full-width nodes with owners) below
+	count  int      // number of rules of the keys below (the node's weight)
 	kids   []*tnode // non-empty children in key order (empties are removed after rendering)
 	owners map[string]string
 
@@ -160,7 +162,7 @@ func (t *dispatchTree) set(k dkey, owner, args string) {
 	case args == "" && !had, had && old == args:
 		return
 	}
-	wasKey := len(n.owners) > 0
+	d := -lineCount(old)
 	if args == "" {
 		delete(n.owners, owner)
 	} else {
@@ -168,13 +170,7 @@ func (t *dispatchTree) set(k dkey, owner, args string) {
 			n.owners = map[string]string{}
 		}
 		n.owners[owner] = args
-	}
-	d := 0
-	switch isKey := len(n.owners) > 0; {
-	case isKey && !wasKey:
-		d = 1
-	case wasKey && !isKey:
-		d = -1
+		d += lineCount(args)
 	}
 	for _, p := range path {
 		p.count += d
@@ -197,8 +193,20 @@ func (t *dispatchTree) chainName(n *tnode) string {
 	return n.name
 }
 
-func materialized(n *tnode, parentCount int) bool {
-	return n.count > 0 && parentCount > dispatchBucket && (n.count <= dispatchBucket || len(n.kids) >= 2)
+func lineCount(args string) int {
+	if args == "" {
+		return 0
+	}
+	return 1 + strings.Count(args, "\n")
+}
+
+// leaf reports whether n's chain holds rules (not jumps to children).
+func (t *dispatchTree) leaf(n *tnode) bool {
+	return n.count <= dispatchBucket || n.bits == t.width
+}
+
+func (t *dispatchTree) materialized(n *tnode, parentCount int) bool {
+	return n.count > 0 && parentCount > dispatchBucket && (t.leaf(n) || len(n.kids) >= 2)
 }
 
 // render writes the chains that changed since the last render (all of them
@@ -216,7 +224,7 @@ func (t *dispatchTree) visit(n *tnode, parentCount int, full bool, out *tableBuf
 			t.visit(c, n.count, full, out)
 			continue
 		}
-		if cm := materialized(c, n.count); cm != c.mat {
+		if cm := t.materialized(c, n.count); cm != c.mat {
 			// The parent crossed the bucket size: a clean child's chain appears
 			// or goes, its rules unchanged.
 			if cm {
@@ -229,7 +237,7 @@ func (t *dispatchTree) visit(n *tnode, parentCount int, full bool, out *tableBuf
 		}
 	}
 	n.kids = slices.DeleteFunc(n.kids, func(c *tnode) bool { return c.count == 0 })
-	mat := isRoot || materialized(n, parentCount)
+	mat := isRoot || t.materialized(n, parentCount)
 	switch {
 	case mat && (full || n.dirty || !n.mat):
 		t.write(n, out)
@@ -246,12 +254,12 @@ func (t *dispatchTree) write(n *tnode, out *tableBuf) {
 	name := t.chainName(n)
 	t.buf.Reset()
 	nrules := 0
-	if n.count <= dispatchBucket {
+	if t.leaf(n) {
 		t.leafRules(n, name, &nrules)
 	} else {
 		for _, c := range n.kids {
 			target := c
-			for target.count > dispatchBucket && len(target.kids) == 1 {
+			for !t.leaf(target) && len(target.kids) == 1 {
 				target = target.kids[0]
 			}
 			t.buf.WriteString("-A ")

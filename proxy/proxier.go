@@ -296,6 +296,7 @@ func (p *Proxier) loop(ctx context.Context) {
 	defer timer.Stop()
 	var lastStart time.Time
 	pending := true
+	sweeping := false
 	for {
 		if pending {
 			wait := time.Until(lastStart.Add(p.cfg.MinSyncPeriod))
@@ -305,6 +306,15 @@ func (p *Proxier) loop(ctx context.Context) {
 				if err := p.syncOnce(ctx); err != nil {
 					klog.ErrorS(err, "Proxy sync failed; retrying with a full sync")
 					pending = true
+				} else if !sweeping {
+					// Leftovers of an earlier run are looked for once, after the
+					// first sync, off the loop: iptables-save of a big table is slow.
+					sweeping = true
+					go func() {
+						if err := p.sweepLeftovers(ctx); err != nil {
+							klog.ErrorS(err, "Cannot remove chains left by an earlier run")
+						}
+					}()
 				}
 				continue
 			}
@@ -384,6 +394,43 @@ func (p *Proxier) checkCanaries(ctx context.Context) bool {
 		}
 	}
 	return lost
+}
+
+// sweepLeftovers deletes IRONLB-* chains that exist but were not made by
+// this process (an earlier run or version left them; nothing of ours
+// references them). iptables-save runs without holding the sync lock.
+func (p *Proxier) sweepLeftovers(ctx context.Context) error {
+	var errs []error
+	for i, f := range p.families {
+		saves := map[iptables.Table][]byte{}
+		for _, t := range []iptables.Table{iptables.TableNAT, iptables.TableFilter} {
+			b, err := f.ipt.Save(ctx, t)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s save %s: %w", f.gen.family, t, err))
+				continue
+			}
+			saves[t] = b
+		}
+		if len(saves) < 2 {
+			continue
+		}
+		p.syncMu.Lock()
+		in := f.leftovers(saves)
+		var err error
+		if len(in) > 0 {
+			err = f.ipt.Restore(ctx, in)
+			if err != nil {
+				p.needFull[i] = true
+			}
+		}
+		p.syncMu.Unlock()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", f.gen.family, err))
+		} else {
+			klog.V(2).InfoS("Looked for chains left by an earlier run", "family", f.gen.family, "restoreBytes", len(in))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // syncOnce takes the pending changes and applies them to every family.

@@ -324,3 +324,58 @@ func TestRealIptablesInNamespace(t *testing.T) {
 		t.Error("cleanup removed someone else's rule")
 	}
 }
+
+// BenchmarkRealRestore10kServices programs 10,000 Services x 10 endpoints
+// into a fresh network namespace with the system's iptables-restore (nft
+// backend on Debian): a full sync, then one Service's endpoints changing.
+// Run with -benchtime 1x; it needs root.
+func BenchmarkRealRestore10kServices(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("skipped: needs root (network namespace and real iptables)")
+	}
+	rb := make([]byte, 3)
+	_, _ = rand.Read(rb)
+	ns := "ilb" + hex.EncodeToString(rb) + "-bench"
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		b.Fatalf("%v: %s", err, out)
+	}
+	b.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+	ipt := iptables.NewExec(iptables.IPv4, "ip", "netns", "exec", ns)
+	p := benchProxier(b, ipt)
+	benchServices(p, 10000, 10)
+	ctx := context.Background()
+	b.Run("full", func(b *testing.B) {
+		for range b.N {
+			p.markFull()
+			if err := p.syncOnce(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(len(p.families[0].lastInput)), "restore-bytes")
+	})
+	b.Run("one-service-endpoints", func(b *testing.B) {
+		for i := range b.N {
+			var eps []ep
+			for j := range 10 {
+				eps = append(eps, ep{ip: fmt.Sprintf("198.18.251.%d", 1+(i%2)*100+j), node: "node2"})
+			}
+			p.tracker.setSlice(slice("bench", "s4242", "s4242-a", httpPort(8080), eps...))
+			if err := p.syncOnce(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("one-service-add-delete", func(b *testing.B) {
+		for i := range b.N {
+			if i%2 == 0 {
+				p.tracker.setService(service("bench", "extra", "198.19.200.77", nodePort(32700)))
+				p.tracker.setSlice(slice("bench", "extra", "extra-a", httpPort(8080), ep{ip: "198.18.252.1", node: "node2"}))
+			} else {
+				p.tracker.deleteService(typesName("bench", "extra"))
+			}
+			if err := p.syncOnce(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -11,7 +11,7 @@ type tableBuf struct {
 	decl    bytes.Buffer
 	rules   bytes.Buffer
 	deletes []string
-	// written names every chain declared, for the stale-chain sweep of a full sync.
+	// written names every chain declared and not deleted.
 	written map[string]bool
 	// delta is the change in the number of rules the table holds.
 	delta int
@@ -20,11 +20,7 @@ type tableBuf struct {
 }
 
 func newTableBuf(full bool) *tableBuf {
-	b := &tableBuf{full: full}
-	if full {
-		b.written = map[string]bool{}
-	}
-	return b
+	return &tableBuf{full: full, written: map[string]bool{}}
 }
 
 // chain writes a chain with its rules (lines "-A NAME ...\n"). oldRules is
@@ -44,9 +40,7 @@ func (b *tableBuf) declare(name string) {
 	b.decl.WriteString(name)
 	b.decl.WriteString(" - [0:0]\n")
 	b.nchains++
-	if b.written != nil {
-		b.written[name] = true
-	}
+	b.written[name] = true
 }
 
 // remove flushes and deletes a chain that had nrules rules.
@@ -56,20 +50,7 @@ func (b *tableBuf) remove(name string, nrules int) {
 	b.decl.WriteString(" - [0:0]\n")
 	b.deletes = append(b.deletes, name)
 	b.delta -= nrules
+	b.nchains++
 }
 
 func (b *tableBuf) empty() bool { return b.decl.Len() == 0 }
-
-// appendTo appends the table block ("*table ... COMMIT") to out.
-func (b *tableBuf) appendTo(out *bytes.Buffer, table string) {
-	if b.empty() {
-		return
-	}
-	out.WriteString("*" + table + "\n")
-	out.Write(b.decl.Bytes())
-	out.Write(b.rules.Bytes())
-	for _, d := range b.deletes {
-		out.WriteString("-X " + d + "\n")
-	}
-	out.WriteString("COMMIT\n")
-}

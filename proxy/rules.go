@@ -385,9 +385,10 @@ func (g *generator) balance(w *ruleWriter, sp *servicePort, eps []endpoint, sepN
 	}
 }
 
-// staticChains writes the chains whose rules depend only on configuration.
-// The dispatch tree roots are written by the trees.
-func (g *generator) staticChains(nat, filter *tableBuf) {
+// staticChains writes the chains whose rules depend only on configuration:
+// those Service chains jump to go to first (the first batch), those that jump
+// to dispatch trees to nat. The tree roots are written by the trees.
+func (g *generator) staticChains(first, nat, filter *tableBuf) {
 	write := func(b *tableBuf, name string, lines ...string) {
 		w := &ruleWriter{chain: name}
 		for _, l := range lines {
@@ -419,12 +420,12 @@ func (g *generator) staticChains(nat, filter *tableBuf) {
 		masq += " --random-fully"
 	}
 	mark := g.masqMark + "/" + g.masqMark
-	write(nat, chainPostrouting,
+	write(first, chainPostrouting,
 		"-m mark ! --mark "+mark+" -j RETURN",
 		"-j MARK --xor-mark "+g.masqMark,
 		"-m comment --comment \"ironlb service traffic requiring SNAT\" "+masq)
-	write(nat, chainMarkMasq, "-j MARK --or-mark "+g.masqMark)
-	write(nat, chainCanary, "-j RETURN")
+	write(first, chainMarkMasq, "-j MARK --or-mark "+g.masqMark)
+	write(first, chainCanary, "-j RETURN")
 
 	write(filter, chainExternalServices, "-j "+chainExternalIPs, "-m addrtype --dst-type LOCAL -j "+chainExtNodePorts)
 	write(filter, chainExtNodePorts, extnp...)

@@ -53,10 +53,18 @@ func TestOneServiceChangeWritesOnlyItsChains(t *testing.T) {
 	manyServices(e, 2000)
 	e.sync()
 	fullBytes := len(e.p.families[0].lastInput)
+	if n, _ := e.m4.Restores(); n < 2000*5/maxChainsPerRestore {
+		t.Errorf("a full sync of 2000 Services (about 10,000 chains) took %d restores, want batches of at most %d chains", n, maxChainsPerRestore)
+	}
+	restores := func() int { n, _ := e.m4.Restores(); return n }
 
 	// New endpoints for one Service: its Service and endpoint chains only.
 	e.add(slice("bulk", "s7", "s7-a", httpPort(8080), ep{ip: "198.18.9.9", node: "node2"}, ep{ip: "198.18.9.10", node: "node3"}))
+	before := restores()
 	e.sync()
+	if n := restores() - before; n != 1 {
+		t.Errorf("a one-Service change took %d restores, want one atomic restore", n)
+	}
 	chains := lastInputChains(e)
 	for _, c := range chains {
 		if !strings.HasPrefix(c, prefixSVC) && !strings.HasPrefix(c, prefixSEP) && !strings.HasPrefix(c, prefixEXT) {
@@ -148,6 +156,41 @@ func TestExternalFlushIsRepaired(t *testing.T) {
 				t.Error("canaries still lost after the full sync")
 			}
 		})
+	}
+}
+
+func TestLeftoversOfAnEarlierRunAreDeleted(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	// An earlier run left a Service chain, an endpoint chain it jumps to, and
+	// a dispatch chain (nothing references the first).
+	if err := e.m4.Restore(ctx, []byte("*nat\n:IRONLB-SEP-OLD - [0:0]\n:IRONLB-SVC-OLD - [0:0]\n:IRONLB-DSP-OLD - [0:0]\n"+
+		"-A IRONLB-SEP-OLD -p tcp -j DNAT --to-destination 198.18.7.7:80\n-A IRONLB-SVC-OLD -j IRONLB-SEP-OLD\nCOMMIT\n")); err != nil {
+		t.Fatal(err)
+	}
+	e.add(nginx(), nginxSlice(ep1))
+	e.sync()
+	if err := e.p.sweepLeftovers(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []string{"IRONLB-SEP-OLD", "IRONLB-SVC-OLD", "IRONLB-DSP-OLD"} {
+		if slices.Contains(e.m4.Chains(iptables.TableNAT), c) {
+			t.Errorf("%s left", c)
+		}
+	}
+	checkConsistent(t, e.m4)
+	if got := summarize(e.trace(pkt("198.18.1.5", "198.19.0.10", 80))); len(got.endpoints) != 1 {
+		t.Errorf("after the sweep: %v", got)
+	}
+	// A later full sync deletes what the proxy itself no longer wants, without iptables-save.
+	e.deleteService("web", "nginx")
+	e.p.markFull()
+	e.sync()
+	checkConsistent(t, e.m4)
+	for _, c := range ironlbChains(e.m4, iptables.TableNAT) {
+		if strings.HasPrefix(c, prefixSVC) || strings.HasPrefix(c, prefixSEP) {
+			t.Errorf("full sync left %s of a deleted Service", c)
+		}
 	}
 }
 
