@@ -98,11 +98,32 @@
 // KUBE-SERVICES chain.
 //
 // A full sync (at start, every FullSyncPeriod, after a failed restore, or when
-// a canary is lost) rewrites every chain and deletes IRONLB-* chains it did not
-// write (found with iptables-save). Every SyncPeriod the proxy checks that the
-// canary rule in IRONLB-PROXY-CANARY exists in both the nat and the filter
-// table and that its jump rules are in place, so an external
-// "iptables -t nat -F" (or -t filter) is repaired within one SyncPeriod.
+// a canary is lost) rewrites every chain and deletes the chains this process
+// made that it no longer wants; chains left by an earlier run are found once,
+// with iptables-save, off the sync loop after the first sync. Every
+// SyncPeriod the proxy checks that the canary rule in IRONLB-PROXY-CANARY
+// exists in both the nat and the filter table and that its jump rules are in
+// place, so an external "iptables -t nat -F" (or -t filter) is repaired within
+// one SyncPeriod.
+//
+// A sync that writes more than 2,000 Service chains (a full sync of a big
+// cluster, or thousands of new Services at once) is sent in several restores:
+// batches of whole Services first, then one restore with the dispatch chains
+// and the deletions. iptables-nft-restore (1.8.9, Debian 12) takes time
+// superlinear in the chains declared in one transaction (10,000 declarations
+// 0.2 s, 20,000 1.6 s, 40,000 11 s in a namespace here), so one restore of
+// 110,000 chains did not finish in 15 minutes, while the batches take 20 s.
+// Every batch leaves a valid rule set, and a new chain is reached only once
+// the last restore points the dispatch at it, so traffic sees no
+// half-written Service.
+//
+// Measured with the real iptables-nft in a network namespace (Linux 6.18,
+// BenchmarkRealRestore10kServices, 10,000 Services x 10 endpoints): full sync
+// 19.7 s; one Service's endpoints changed 0.29 s; a Service added or removed
+// 0.30 s. About 0.27 s of each small sync is the kernel re-validating the
+// whole nat table on every commit: a restore of one rule costs the same in
+// that table, and 0.01 s in a table of as many chains without jumps. kube-proxy
+// pays that on every sync too, on top of rewriting KUBE-SERVICES.
 //
 // # Metrics (with Config.Registerer)
 //

@@ -208,8 +208,12 @@ type portKey struct {
 
 // endpointsFor merges the EndpointSlices of one Service into endpoints per
 // port, for one family, sorted by address. An address seen in two slices is
-// kept once, preferring a non-terminating copy (as kube-proxy does).
+// kept once, preferring a non-terminating copy (as kube-proxy does), else the
+// copy in the slice whose name sorts first, so the result does not depend on
+// the order the slices are given in.
 func endpointsFor(slicesOfService []*discovery.EndpointSlice, family iptables.Family, nodeName string) map[portKey][]endpoint {
+	slicesOfService = slices.Clone(slicesOfService)
+	slices.SortFunc(slicesOfService, func(a, b *discovery.EndpointSlice) int { return cmp.Compare(a.Name, b.Name) })
 	want := discovery.AddressTypeIPv4
 	if family == iptables.IPv6 {
 		want = discovery.AddressTypeIPv6
@@ -258,7 +262,7 @@ func endpointsFor(slicesOfService []*discovery.EndpointSlice, family iptables.Fa
 					slices.Sort(ep.zoneHints)
 					slices.Sort(ep.nodeHints)
 				}
-				if old, dup := set[ep.addr]; dup && !old.terminating {
+				if old, dup := set[ep.addr]; dup && (!old.terminating || ep.terminating) {
 					continue
 				}
 				set[ep.addr] = ep
