@@ -84,7 +84,7 @@ func BenchmarkFullSync10kServices10Endpoints(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			b.ReportMetric(float64(len(p.families[0].lastInput)), "restore-bytes")
+			b.ReportMetric(float64(p.families[0].lastBytes), "restore-bytes")
 		})
 	}
 }
@@ -111,7 +111,7 @@ func BenchmarkOneServiceChangeAt10k(b *testing.B) {
 			if err := p.syncOnce(ctx); err != nil {
 				b.Fatal(err)
 			}
-			total += len(p.families[0].lastInput)
+			total += p.families[0].lastBytes
 		}
 		b.ReportMetric(float64(total)/float64(b.N), "restore-bytes/op")
 	})
@@ -127,7 +127,7 @@ func BenchmarkOneServiceChangeAt10k(b *testing.B) {
 			if err := p.syncOnce(ctx); err != nil {
 				b.Fatal(err)
 			}
-			total += len(p.families[0].lastInput)
+			total += p.families[0].lastBytes
 		}
 		b.ReportMetric(float64(total)/float64(b.N), "restore-bytes/op")
 	})

@@ -23,6 +23,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	v1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
 
 	"github.com/ironlb/ironlb/proxy/iptables"
 )
@@ -351,7 +353,7 @@ func BenchmarkRealRestore10kServices(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		b.ReportMetric(float64(len(p.families[0].lastInput)), "restore-bytes")
+		b.ReportMetric(float64(p.families[0].lastBytes), "restore-bytes")
 	})
 	b.Run("one-service-endpoints", func(b *testing.B) {
 		for i := range b.N {
@@ -378,4 +380,116 @@ func BenchmarkRealRestore10kServices(b *testing.B) {
 			}
 		}
 	})
+}
+
+// udpServe answers every datagram to addr (in ns) with addr's IP.
+func (l *lab) udpServe(ns, addr string) {
+	var pc net.PacketConn
+	if err := inNS(ns, func() (err error) { pc, err = net.ListenPacket("udp4", addr); return err }); err != nil {
+		l.t.Fatal(err)
+	}
+	l.t.Cleanup(func() { pc.Close() })
+	ip := strings.Split(addr, ":")[0]
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			_, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = pc.WriteTo([]byte(ip), from)
+		}
+	}()
+}
+
+// TestRealUDPConntrackCleanup: a UDP client keeps its source port; when the
+// endpoint its flow was DNATed to leaves the Service, the conntrack entry is
+// deleted, so its next datagram goes to an endpoint that is still there.
+func TestRealUDPConntrackCleanup(t *testing.T) {
+	l := newLab(t)
+	sh(t, "ip", "-n", l.pod, "addr", "add", "198.18.1.11/24", "dev", "eth0")
+	l.udpServe(l.pod, "198.18.1.10:5353")
+	l.udpServe(l.pod, "198.18.1.11:5353")
+	nodeNS, err := netns.GetFromName(l.node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nodeNS.Close()
+	h, err := netlink.NewHandleAt(nodeNS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	rf := true
+	p, err := New(Config{
+		NodeName:          "node1",
+		IPTables:          []iptables.Interface{iptables.NewExec(iptables.IPv4, "ip", "netns", "exec", l.node)},
+		ClusterCIDRs:      []netip.Prefix{netip.MustParsePrefix("198.18.0.0/16")},
+		Conntrack:         NetlinkConntrack{Handle: h},
+		RandomFully:       &rf,
+		HealthCheckListen: newMemNet().listen,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Cleanup(context.Background()) })
+	dns := service("kube-system", "dns", "198.19.0.53", withPorts(v1ServicePortUDP("dns", 53)))
+	dnsSlice := func(ips ...string) *discovery.EndpointSlice {
+		var eps []ep
+		for _, ip := range ips {
+			eps = append(eps, ep{ip: ip, node: "node1"})
+		}
+		return slice("kube-system", "dns", "dns-a", []discovery.EndpointPort{epPort("dns", 5353, v1.ProtocolUDP)}, eps...)
+	}
+	p.tracker.setService(dns)
+	p.tracker.setSlice(dnsSlice("198.18.1.10", "198.18.1.11"))
+	ctx := context.Background()
+	if err := p.syncOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// One client socket with a fixed source port: one conntrack flow.
+	var conn net.Conn
+	if err := inNS(l.client, func() (err error) {
+		d := net.Dialer{LocalAddr: &net.UDPAddr{IP: net.ParseIP("192.0.2.100"), Port: 40053}}
+		conn, err = d.Dial("udp4", "198.19.0.53:53")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ask := func() string {
+		t.Helper()
+		buf := make([]byte, 64)
+		for range 5 { // UDP: a few tries, bounded
+			_ = conn.SetDeadline(time.Now().Add(time.Second))
+			if _, err := conn.Write([]byte("q")); err != nil {
+				t.Fatal(err)
+			}
+			if n, err := conn.Read(buf); err == nil {
+				return string(buf[:n])
+			}
+		}
+		t.Fatal("no answer over UDP")
+		return ""
+	}
+	first := ask()
+	for range 3 {
+		if got := ask(); got != first {
+			t.Fatalf("the flow moved from %s to %s while both endpoints were there", first, got)
+		}
+	}
+	other := map[string]string{"198.18.1.10": "198.18.1.11", "198.18.1.11": "198.18.1.10"}[first]
+	p.tracker.setSlice(dnsSlice(other))
+	if err := p.syncOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The old endpoint still answers if asked: only the deleted flow moves the client.
+	if got := ask(); got != other {
+		t.Errorf("after %s left the Service, the client's flow still reaches %s (want %s)", first, got, other)
+	}
+}
+
+func v1ServicePortUDP(name string, port int32) v1.ServicePort {
+	return v1.ServicePort{Name: name, Port: port, Protocol: v1.ProtocolUDP}
 }

@@ -79,7 +79,8 @@ type familySyncer struct {
 
 	// batches hold Service chains written before the final restore.
 	batches   []*tableBuf
-	lastInput []byte
+	lastInput []byte // the last restore input of the last sync
+	lastBytes int    // all restore input of the last sync
 }
 
 func newFamilySyncer(ipt iptables.Interface, gen *generator) *familySyncer {
@@ -198,6 +199,7 @@ func (s *familySyncer) sync(ctx context.Context, snaps []serviceSnapshot, full b
 	own(iptables.TableFilter, filter)
 	res.restoreBytes += in.Len()
 	s.lastInput = in.Bytes()
+	s.lastBytes = res.restoreBytes
 	if in.Len() > 0 {
 		res.restores++
 		if err := s.ipt.Restore(ctx, in.Bytes()); err != nil {
