@@ -59,7 +59,7 @@ type Config struct {
 	// ConntrackTCPLiberal says nf_conntrack_tcp_be_liberal is set, so INVALID
 	// packets need not be dropped. Default: read from /proc.
 	ConntrackTCPLiberal *bool
-	// Conntrack deletes stale UDP flows. Default: NetlinkConntrack{}.
+	// Conntrack deletes stale UDP flows. Default: NetlinkConntrack{} on Linux.
 	Conntrack ConntrackCleaner
 	// HealthCheckListen opens health check node port listeners. Default:
 	// net.ListenConfig.Listen ("tcp", ":PORT").
@@ -110,7 +110,7 @@ func New(cfg Config) (*Proxier, error) {
 		cfg.FullSyncPeriod = time.Hour
 	}
 	if cfg.Conntrack == nil {
-		cfg.Conntrack = NetlinkConntrack{}
+		cfg.Conntrack = defaultConntrack()
 	}
 	if len(cfg.IPTables) == 0 {
 		cfg.IPTables = []iptables.Interface{iptables.NewExec(iptables.IPv4)}
