@@ -466,3 +466,38 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestSyncsAreRateLimited: changes arriving over a second right after a sync
+// are applied together when MinSyncPeriod has passed, not one sync per
+// change, and none is lost.
+func TestSyncsAreRateLimited(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.MinSyncPeriod = 2 * time.Second; c.SyncPeriod = time.Hour })
+	for i := range 20 {
+		e.add(service("burst", fmt.Sprintf("s%d", i), bulkIP(i)))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { e.p.loop(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "first sync", func() bool { n, _ := e.m4.Restores(); return n > 0 })
+	before, _ := e.m4.Restores()
+	start := time.Now()
+	for i := range 20 {
+		// Changes arrive over about a second, as a rollout's would.
+		e.add(slice("burst", fmt.Sprintf("s%d", i), fmt.Sprintf("s%d-a", i), httpPort(8080), ep{ip: fmt.Sprintf("198.18.5.%d", i+1), node: "node2"}))
+		time.Sleep(50 * time.Millisecond)
+	}
+	waitFor(t, "every change programmed", func() bool {
+		for i := range 20 {
+			if len(summarize(e.traceLocked(pkt("198.18.1.5", bulkIP(i), 80))).endpoints) != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	after, _ := e.m4.Restores()
+	// IPv4 restores only: the first sync may still be in its MinSyncPeriod.
+	if n := after - before; n > 2 {
+		t.Errorf("20 changes within %v took %d restores, want them batched (MinSyncPeriod 2s)", time.Since(start), n)
+	}
+}
