@@ -220,6 +220,9 @@ func TestRealIptablesInNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	if p.checkCanaries(ctx) {
+		t.Fatal("canary or jump rules reported missing right after a sync: every check would force a full sync")
+	}
 	nat := l.save("4", "nat")
 	for _, want := range []string{":IRONLB-SERVICES", "-A PREROUTING -m comment --comment \"ironlb service portals\" -j IRONLB-SERVICES",
 		"-j DNAT --to-destination 198.18.1.10:8080", "-s 198.18.99.0/24 -j RETURN", "--random-fully"} {

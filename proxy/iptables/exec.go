@@ -47,6 +47,7 @@ type ExitError struct {
 	Output  string
 }
 
+// Error implements error.
 func (e *ExitError) Error() string {
 	return fmt.Sprintf("%s: exit status %d: %s", e.Command, e.Status, strings.TrimSpace(e.Output))
 }

@@ -12,6 +12,7 @@ const (
 	IPv6 Family = 6
 )
 
+// String returns "IPv4" or "IPv6".
 func (f Family) String() string {
 	if f == IPv6 {
 		return "IPv6"
