@@ -132,6 +132,7 @@ func (s *familySyncer) sync(ctx context.Context, snaps []serviceSnapshot, full b
 		s.reset()
 	}
 	s.batches = []*tableBuf{newTableBuf(full)}
+	defer func() { s.batches = nil }() // a full sync's batches are megabytes
 	nat, filter := newTableBuf(full), newTableBuf(full)
 	if full {
 		s.gen.staticChains(s.batches[0], nat, filter)
