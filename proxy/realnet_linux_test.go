@@ -171,9 +171,31 @@ func (l *lab) save(family string, table string) string {
 	return sh(l.t, "ip", "netns", "exec", l.node, bin, "-t", table)
 }
 
+// serveLocal runs a TCP server in ns that answers with its own address.
+func (l *lab) serveLocal(ns, addr string) {
+	var ln net.Listener
+	if err := inNS(ns, func() (err error) { ln, err = net.Listen("tcp4", addr); return err }); err != nil {
+		l.t.Fatal(err)
+	}
+	l.t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = fmt.Fprintf(c, "%s\n", c.LocalAddr().(*net.TCPAddr).IP)
+			c.Close()
+		}
+	}()
+}
+
 func TestRealIptablesInNamespace(t *testing.T) {
 	l := newLab(t)
 	l.serve(l.pod, "198.18.1.10:8080")
+	sh(t, "ip", "-n", l.pod, "addr", "add", "198.18.1.11/24", "dev", "eth0")
+	l.serveLocal(l.pod, "198.18.1.10:8081")
+	l.serveLocal(l.pod, "198.18.1.11:8081")
 
 	nodeNS, err := netns.GetFromName(l.node)
 	if err != nil {
@@ -214,6 +236,14 @@ func TestRealIptablesInNamespace(t *testing.T) {
 	p.tracker.setService(service("web", "lb", "198.19.0.20", nodePort(30081), loadBalancer("203.0.113.7"), etpLocal(32000)))
 	p.tracker.setSlice(slice("web", "lb", "lb-a", httpPort(8080), pod))
 	p.tracker.setService(service("web", "empty", "198.19.0.99"))
+	// Every other kind of rule, so the real iptables-restore sees each form.
+	p.tracker.setService(service("web", "sticky", "198.19.0.30", affinity(600)))
+	p.tracker.setSlice(slice("web", "sticky", "sticky-a", httpPort(8081), ep{ip: "198.18.1.10", node: "node1"}, ep{ip: "198.18.1.11", node: "node1"}))
+	p.tracker.setService(service("web", "fw", "198.19.0.40", nodePort(30083), loadBalancer("203.0.113.8"), sourceRanges("192.0.2.0/25"), externalIPs("192.0.2.201"), itpLocal()))
+	p.tracker.setSlice(slice("web", "fw", "fw-a", httpPort(8080), pod))
+	p.tracker.setService(service("tel", "sig", "198.19.0.60", withPorts(v1.ServicePort{Name: "s", Port: 3868, Protocol: v1.ProtocolSCTP, NodePort: 31868}),
+		func(s *v1.Service) { s.Spec.Type = v1.ServiceTypeNodePort }))
+	p.tracker.setSlice(slice("tel", "sig", "sig-a", []discovery.EndpointPort{epPort("s", 3868, v1.ProtocolSCTP)}, ep{ip: "198.18.1.10", node: "node1"}))
 	p.tracker.setService(service("web", "v6", "2001:db8:1::10", nodePort(30082)))
 	p.tracker.setSlice(slice("web", "v6", "v6-a", httpPort(8080), ep{ip: "2001:db8:42::10", node: "node2"}))
 	if err := p.syncOnce(ctx); err != nil {
@@ -245,6 +275,7 @@ func TestRealIptablesInNamespace(t *testing.T) {
 		{"VIP with externalTrafficPolicy Local (client address kept)", l.client, "203.0.113.7:80", "192.0.2.100"},
 		{"ClusterIP from the pod itself (hairpin, masqueraded)", l.pod, "198.19.0.10:80", "198.18.1.1"},
 		{"Service without endpoints (rejected)", l.client, "198.19.0.99:80", ""},
+		{"VIP with loadBalancerSourceRanges, client inside", l.client, "203.0.113.8:80", "198.18.1.1"},
 	}
 	check := func(when string) {
 		t.Helper()
@@ -259,6 +290,17 @@ func TestRealIptablesInNamespace(t *testing.T) {
 		}
 	}
 	check("after the first sync")
+
+	// ClientIP affinity: every connection of the client reaches the same endpoint.
+	first, err := l.dial(l.client, "198.19.0.30:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 8 {
+		if got, err := l.dial(l.client, "198.19.0.30:80"); err != nil || got != first {
+			t.Fatalf("sticky Service: answered by %q (%v), the first connection by %s", got, err, first)
+		}
+	}
 
 	// The health check node port answers from the node, seen from the client.
 	var body string
