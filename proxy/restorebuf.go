@@ -11,6 +11,8 @@ type tableBuf struct {
 	decl    bytes.Buffer
 	rules   bytes.Buffer
 	deletes []string
+	// inserts are "-I CHAIN 1 ..." lines for built-in chains, after the rules.
+	inserts []string
 	// written names every chain declared and not deleted.
 	written map[string]bool
 	// delta is the change in the number of rules the table holds.
@@ -53,4 +55,4 @@ func (b *tableBuf) remove(name string, nrules int) {
 	b.nchains++
 }
 
-func (b *tableBuf) empty() bool { return b.decl.Len() == 0 }
+func (b *tableBuf) empty() bool { return b.decl.Len() == 0 && len(b.inserts) == 0 }

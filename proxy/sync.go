@@ -193,6 +193,25 @@ func (s *familySyncer) sync(ctx context.Context, snaps []serviceSnapshot, full b
 	if early == nil {
 		final = []*tableBuf{s.batches[0], nat}
 	}
+	if full {
+		// Missing jump rules go into the final restore: each separate
+		// "iptables -I" would be a commit, and every commit makes the kernel
+		// re-validate the whole table.
+		for _, j := range jumpRules() {
+			ok, err := s.ipt.HasRule(ctx, j.table, j.chain, j.args...)
+			if err != nil {
+				return res, fmt.Errorf("%s check jump rule %s %s: %w", s.gen.family, j.table, j.chain, err)
+			}
+			if ok {
+				continue
+			}
+			b := nat
+			if j.table == iptables.TableFilter {
+				b = filter
+			}
+			b.inserts = append(b.inserts, "-I "+j.chain+" 1 "+joinArgs(j.args))
+		}
+	}
 	var in bytes.Buffer
 	appendTable(&in, "filter", filter)
 	appendTable(&in, "nat", final...)
@@ -216,11 +235,6 @@ func (s *familySyncer) sync(ctx context.Context, snaps []serviceSnapshot, full b
 		delete(s.owned[iptables.TableFilter], n)
 	}
 	if full {
-		for _, j := range jumpRules() {
-			if err := s.ipt.EnsureRule(ctx, j.table, j.chain, j.args...); err != nil {
-				return res, fmt.Errorf("%s jump rule %s %s: %w", s.gen.family, j.table, j.chain, err)
-			}
-		}
 		s.rules[iptables.TableNAT] = 0
 		s.rules[iptables.TableFilter] = 0
 	}
@@ -230,6 +244,18 @@ func (s *familySyncer) sync(ctx context.Context, snaps []serviceSnapshot, full b
 	s.rules[iptables.TableFilter] += filter.delta
 	res.natRules, res.filterRules = s.rules[iptables.TableNAT], s.rules[iptables.TableFilter]
 	return res, nil
+}
+
+// joinArgs renders arguments for restore input, quoting those with blanks.
+func joinArgs(args []string) string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		if a == "" || strings.ContainsAny(a, " \t\"") {
+			a = `"` + strings.ReplaceAll(a, `"`, `\"`) + `"`
+		}
+		out[i] = a
+	}
+	return strings.Join(out, " ")
 }
 
 // appendTable writes one table block made of several buffers: all their
@@ -248,6 +274,11 @@ func appendTable(out *bytes.Buffer, table string, bufs ...*tableBuf) {
 	}
 	for _, b := range bufs {
 		out.Write(b.rules.Bytes())
+	}
+	for _, b := range bufs {
+		for _, l := range b.inserts {
+			out.WriteString(l + "\n")
+		}
 	}
 	for _, b := range bufs {
 		for _, d := range b.deletes {

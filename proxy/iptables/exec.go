@@ -84,9 +84,15 @@ func (e *Exec) Save(ctx context.Context, table Table) ([]byte, error) {
 	return e.run(ctx, nil, "iptables-save", "-t", string(table))
 }
 
+// notFound reports an iptables exit that means the rule (or a chain it
+// names, e.g. its jump target) does not exist.
 func notFound(err error) bool {
 	var xe *ExitError
-	return errors.As(err, &xe) && xe.Status == 1
+	if !errors.As(err, &xe) {
+		return false
+	}
+	return xe.Status == 1 || (xe.Status == 2 &&
+		(strings.Contains(xe.Output, "does not exist") || strings.Contains(xe.Output, "Couldn't load target")))
 }
 
 // HasRule implements Interface.
