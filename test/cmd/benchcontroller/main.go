@@ -72,9 +72,9 @@ func main() {
 	}
 }
 
-// signalContext ends on SIGINT/SIGTERM or after an hour (the run is bounded).
+// signalContext ends on SIGINT/SIGTERM or after three hours (the run is bounded).
 func signalContext() (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Hour)
 	sctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	return sctx, func() { stop(); cancel() }
 }
@@ -228,7 +228,7 @@ func measure(ctx context.Context, env *framework.Env, client kubernetes.Interfac
 	if err := createServices(ctx, client, ns, "live", more); err != nil {
 		return m, err
 	}
-	if err := w.waitAddressed(ctx, live, 20*time.Minute); err != nil {
+	if err := w.waitAddressed(ctx, live, 2*time.Hour); err != nil {
 		return m, err
 	}
 	m.liveAll = time.Since(t1)
@@ -260,7 +260,7 @@ func measure(ctx context.Context, env *framework.Env, client kubernetes.Interfac
 		if err := createServices(ctx, client, ns, probe, 1); err != nil {
 			return m, err
 		}
-		if err := w.waitName(ctx, probe+"-00000", 5*time.Minute); err != nil {
+		if err := w.waitName(ctx, probe+"-00000", time.Hour); err != nil {
 			return m, err
 		}
 		took := time.Since(t)
