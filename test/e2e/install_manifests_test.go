@@ -143,3 +143,10 @@ func TestInstallManifestsAreAccepted(t *testing.T) {
 		})
 	}
 }
+
+// The containerlab topology's ironlb objects pass the API server's validation.
+func TestContainerlabObjectsAreAccepted(t *testing.T) {
+	if err := env.Cluster.Apply(t.Context(), true, repoPath("test", "containerlab", "ironlb.yaml")); err != nil {
+		t.Fatal(err)
+	}
+}
