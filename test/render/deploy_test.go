@@ -177,3 +177,28 @@ func TestKubeProxyReplacementOverlay(t *testing.T) {
 		t.Errorf("speaker args: base %v, overlay %v", args(base), args(overlay))
 	}
 }
+
+// No role ironlb ships grants anything to the cluster's user roles: a ClusterRole
+// labelled rbac.authorization.k8s.io/aggregate-to-admin (-edit, -view) would give
+// every namespace admin access to IPPools or BGPPeers (docs/security.md).
+func TestNoRoleAggregatesToUsers(t *testing.T) {
+	all := []Objects{renderChart(t, "ironlb-system", map[string]any{"ingress": map[string]any{"enabled": true}, "speaker": map[string]any{"enabled": true}})}
+	for _, k := range kustomizations {
+		all = append(all, renderKustomize(t, k))
+	}
+	for _, objs := range all {
+		for _, u := range objs {
+			if u.GetKind() != "ClusterRole" {
+				continue
+			}
+			for l := range u.GetLabels() {
+				if strings.HasPrefix(l, "rbac.authorization.k8s.io/aggregate-to-") {
+					t.Errorf("%s aggregates into the users' roles (%s)", Key(u), l)
+				}
+			}
+			if _, ok := u.Object["aggregationRule"]; ok {
+				t.Errorf("%s aggregates other roles", Key(u))
+			}
+		}
+	}
+}
