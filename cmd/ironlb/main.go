@@ -256,7 +256,7 @@ func newEnsureSecret(k *kubeFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ensure-memberlist-secret",
 		Short: "Create the speakers' memberlist Secret if it does not exist",
-		Long: `Creates Secret <namespace>/<name> with 32 random bytes (key "secret") unless it
+		Long: `Creates Secret <namespace>/<name> with 32 random bytes (key "secretkey") unless it
 exists; an existing Secret is never changed. The speakers mount it and derive
 their gossip encryption key from it. ironlb-controller's Pod runs this as an
 init container, so the first installation creates the Secret and upgrades keep

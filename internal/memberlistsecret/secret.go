@@ -29,7 +29,7 @@ import (
 
 // Key is the Secret's data key; the speakers' volume mounts it as a file of
 // that name.
-const Key = "secret"
+const Key = "secretkey"
 
 // minBytes is the shortest secret accepted in an existing Secret (the
 // speaker's membership.MinSecretLen).

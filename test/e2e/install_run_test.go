@@ -128,10 +128,10 @@ func memberlistSecret(t *testing.T, client kubernetes.Interface, namespace strin
 	if err != nil {
 		t.Fatalf("the memberlist Secret: %v", err)
 	}
-	if len(s.Data["secret"]) < 16 {
-		t.Fatalf("memberlist secret of %d bytes", len(s.Data["secret"]))
+	if len(s.Data["secretkey"]) < 16 {
+		t.Fatalf("memberlist secret of %d bytes", len(s.Data["secretkey"]))
 	}
-	return s.Data["secret"]
+	return s.Data["secretkey"]
 }
 
 // `kubectl apply -k deploy/` on an empty cluster: the controller's init
