@@ -14,6 +14,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/ironlb/ironlb/test/cluster"
@@ -73,8 +74,9 @@ type ContainerRun struct {
 	// Host is the lab host (network namespace) to run in; default cp. A Pod's
 	// sysctls are set in it first, as the kubelet sets them in the Pod's.
 	Host string
-	// NodeName is what spec.nodeName env references resolve to.
-	NodeName string
+	// NodeName and HostIP are what spec.nodeName and status.hostIP (and, for
+	// host-network Pods, status.podIP) env references resolve to.
+	NodeName, HostIP string
 	// KubeconfigFlags name the flags that get the token's kubeconfig (where a
 	// Pod would use its mounted token), e.g. "--kubeconfig".
 	KubeconfigFlags []string
@@ -102,10 +104,12 @@ type ContainerProcess struct {
 // its command and args (with $(VAR) expanded from its env), its environment
 // only, the user, groups and capabilities of its securityContext (through
 // setpriv, see ContainerIdentity), the Pod's namespaced sysctls, and the
-// Pod's ServiceAccount token. Binaries come from the image's paths (/name ->
-// Binary(name)). What is not reproduced: the read-only root file system, the
-// seccomp profile, resource limits, probes, and for Pods without hostNetwork,
-// a network namespace of their own when Host is cp.
+// Pod's ServiceAccount token, its Secret volumes (files in a folder that
+// replaces the mount path in the args). Binaries come from the image's paths
+// (/name -> Binary(name)). What is not reproduced: the read-only root file
+// system, the seccomp profile, resource limits, probes, other volume types,
+// and for Pods without hostNetwork, a network namespace of their own when Host
+// is cp.
 func (e *Env) RunContainer(ctx context.Context, r ContainerRun) (_ *ContainerProcess, err error) {
 	if r.Host == "" {
 		r.Host = lab.HostCP
@@ -193,11 +197,16 @@ func (e *Env) RunContainer(ctx context.Context, r ContainerRun) (_ *ContainerPro
 		}
 	}
 
+	mounts, err := secretMounts(ctx, r, c, dir, id)
+	if err != nil {
+		return nil, err
+	}
+
 	argv := append(SetprivArgs(id), "env", "-i")
 	argv = append(argv, env...)
 	argv = append(argv, bin)
 	for _, a := range append(slices.Clone(c.Command[1:]), c.Args...) {
-		argv = append(argv, expandVars(a, env))
+		argv = append(argv, mounts.Replace(expandVars(a, env)))
 	}
 	argv = append(argv, extra...)
 	argv = append(argv, r.Args...)
@@ -227,6 +236,13 @@ func containerEnv(c *corev1.Container, r ContainerRun) ([]string, error) {
 				val = r.NodeName
 			case "metadata.namespace":
 				val = r.Namespace
+			case "status.hostIP":
+				val = r.HostIP
+			case "status.podIP":
+				if !r.Pod.HostNetwork {
+					return nil, fmt.Errorf("container %s: env %s: status.podIP of a Pod without hostNetwork is not supported by the lab", c.Name, v.Name)
+				}
+				val = r.HostIP
 			default:
 				return nil, fmt.Errorf("container %s: env %s: fieldRef %s is not supported by the lab", c.Name, v.Name, v.ValueFrom.FieldRef.FieldPath)
 			}
@@ -299,4 +315,47 @@ func (e *Env) RunToCompletion(ctx context.Context, r ContainerRun) (string, erro
 		return out, fmt.Errorf("init container %s: %w: %s", r.Container, err, out)
 	}
 	return out, nil
+}
+
+// secretMounts writes the Secret volumes that c mounts (as the kubelet would:
+// one file per key, the volume's defaultMode, owned by the container's user)
+// under dir, and returns a replacer from each mount path to its folder: a
+// process reads the files at the folder, where its container would read them
+// at the mount path. Other volume types are refused.
+func secretMounts(ctx context.Context, r ContainerRun, c *corev1.Container, dir string, id Identity) (*strings.Replacer, error) {
+	var pairs []string
+	for _, m := range c.VolumeMounts {
+		var vol *corev1.Volume
+		for i := range r.Pod.Volumes {
+			if r.Pod.Volumes[i].Name == m.Name {
+				vol = &r.Pod.Volumes[i]
+			}
+		}
+		if vol == nil || vol.Secret == nil {
+			return nil, fmt.Errorf("container %s mounts volume %s: only Secret volumes are supported by the lab", c.Name, m.Name)
+		}
+		sec, err := r.Cluster.Client.CoreV1().Secrets(r.Namespace).Get(ctx, vol.Secret.SecretName, metav1.GetOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("volume %s: Secret %s/%s: %w (the kubelet would wait for it)", m.Name, r.Namespace, vol.Secret.SecretName, err)
+		}
+		folder := filepath.Join(dir, "volume-"+m.Name)
+		if err := os.Mkdir(folder, 0o755); err != nil {
+			return nil, err
+		}
+		mode := os.FileMode(0o644)
+		if vol.Secret.DefaultMode != nil {
+			mode = os.FileMode(*vol.Secret.DefaultMode)
+		}
+		for k, v := range sec.Data {
+			p := filepath.Join(folder, k)
+			if err := os.WriteFile(p, v, mode); err != nil {
+				return nil, err
+			}
+			if err := os.Chown(p, int(id.UID), int(id.GID)); err != nil {
+				return nil, err
+			}
+		}
+		pairs = append(pairs, strings.TrimSuffix(m.MountPath, "/"), folder)
+	}
+	return strings.NewReplacer(pairs...), nil
 }
