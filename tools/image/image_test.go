@@ -75,6 +75,9 @@ var (
 // image` built), else built once for this test run.
 func imageBinaries(t *testing.T) []string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: builds the binaries and images of 100 MB")
+	}
 	if d := os.Getenv("IRONLB_IMAGE_BIN"); d != "" {
 		return binariesIn(t, d)
 	}
