@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 GO ?= go
 CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
-DEB_PACKAGES := iproute2 iptables frr bird2 arping curl tcpdump iputils-ping procps
+DEB_PACKAGES := iproute2 iptables frr bird2 arping curl tcpdump iputils-ping procps ndisc6
 FUZZTIME ?= 5s
 KEEP ?=
 

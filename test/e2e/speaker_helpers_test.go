@@ -1,0 +1,231 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/ironlb/ironlb/test/framework"
+	"github.com/ironlb/ironlb/test/lab"
+)
+
+// The speaker suites share one speaker and (while the ironlb proxy is not
+// built) one real kube-proxy per node; a test that stops a speaker leaves it to
+// speakersUp to start it again.
+var (
+	proxyOnce sync.Once
+	proxyErr  error
+	spkMu     sync.Mutex
+	spk       = map[int]*framework.Speaker{}
+)
+
+// speakersUp makes sure every node runs kube-proxy and a ready speaker, and
+// returns the speakers by node index (1-based).
+func speakersUp(t *testing.T) map[int]*framework.Speaker {
+	t.Helper()
+	ctx := t.Context()
+	proxyOnce.Do(func() {
+		for i := 1; i <= env.Lab.Nodes(); i++ {
+			if _, err := env.StartKubeProxy(context.Background(), i); err != nil {
+				proxyErr = err
+				return
+			}
+		}
+	})
+	if proxyErr != nil {
+		t.Fatalf("kube-proxy: %v", proxyErr)
+	}
+	spkMu.Lock()
+	defer spkMu.Unlock()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []string
+	for i := 1; i <= env.Lab.Nodes(); i++ {
+		if sp := spk[i]; sp != nil {
+			select {
+			case <-sp.Done():
+			default:
+				continue
+			}
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sp, err := env.StartSpeaker(ctx, i)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err.Error())
+				return
+			}
+			spk[i] = sp
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		t.Fatalf("starting speakers: %s", strings.Join(errs, "; "))
+	}
+	out := map[int]*framework.Speaker{}
+	for i, sp := range spk {
+		out[i] = sp
+	}
+	return out
+}
+
+// restartSpeaker starts the speaker of node i again after a test stopped it.
+func restartSpeaker(t *testing.T, i int) *framework.Speaker {
+	t.Helper()
+	sp, err := env.StartSpeaker(t.Context(), i)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spkMu.Lock()
+	spk[i] = sp
+	spkMu.Unlock()
+	return sp
+}
+
+// nodeIndex returns i for "node<i>".
+func nodeIndex(t *testing.T, name string) int {
+	t.Helper()
+	for i := 1; i <= env.Lab.Nodes(); i++ {
+		if env.Lab.NodeName(i) == name {
+			return i
+		}
+	}
+	t.Fatalf("no lab node %q", name)
+	return 0
+}
+
+func nodeMAC(t *testing.T, node string) string {
+	t.Helper()
+	mac, err := env.Lab.MAC(node, lab.LANIf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mac
+}
+
+// waitL2Owner waits until exactly one node announces ip by L2 (its
+// ServiceAnnouncement) and, when want is not empty, that it is one of want;
+// it returns the node.
+func waitL2Owner(t *testing.T, ip string, within time.Duration, want ...string) framework.Announcement {
+	t.Helper()
+	var got framework.Announcement
+	var last []framework.Announcement
+	err := wait.PollUntilContextTimeout(t.Context(), 20*time.Millisecond, within, true, func(ctx context.Context) (bool, error) {
+		anns, err := env.Announcements(ctx, ip)
+		if err != nil {
+			return false, nil
+		}
+		last = slices.DeleteFunc(anns, func(a framework.Announcement) bool { return a.Mode != "L2" })
+		if len(last) != 1 || len(last[0].Interfaces) == 0 {
+			return false, nil
+		}
+		got = last[0]
+		return len(want) == 0 || slices.Contains(want, got.Node), nil
+	})
+	if err != nil {
+		t.Fatalf("no single L2 announcement of %s (want %v) within %v; have %+v", ip, want, within, last)
+	}
+	return got
+}
+
+// waitNoAnnouncement waits until no ServiceAnnouncement of ip exists.
+func waitNoAnnouncement(t *testing.T, ip string, within time.Duration) {
+	t.Helper()
+	var last []framework.Announcement
+	err := wait.PollUntilContextTimeout(t.Context(), 20*time.Millisecond, within, true, func(ctx context.Context) (bool, error) {
+		anns, err := env.Announcements(ctx, ip)
+		last = anns
+		return err == nil && len(anns) == 0, nil
+	})
+	if err != nil {
+		t.Fatalf("announcements of %s still there after %v: %+v", ip, within, last)
+	}
+}
+
+// arpMACs asks for ip from lanclient (count requests) and returns the MACs
+// that answered.
+func arpMACs(t *testing.T, ip string, count int) []string {
+	t.Helper()
+	macs, err := env.Lab.ARPing(t.Context(), lab.HostLANClient, netip.MustParseAddr(ip), count)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return macs
+}
+
+// ndpMACs asks for ip from lanclient by Neighbor Solicitation.
+func ndpMACs(t *testing.T, ip string, count int) []string {
+	t.Helper()
+	macs, err := env.NDPing(t.Context(), lab.HostLANClient, netip.MustParseAddr(ip), count)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return macs
+}
+
+// curlBackends sends up to tries requests (one connection each) to url from
+// host until every name in want answered, and returns the names seen.
+func curlBackends(t *testing.T, from, url string, want []string, tries int) []string {
+	t.Helper()
+	seen := map[string]bool{}
+	var errs []string
+	for i := 0; i < tries && len(seen) < len(want); i++ {
+		body, err := env.Lab.HTTPGet(t.Context(), from, url, 3*time.Second)
+		if err != nil {
+			errs = append(errs, err.Error())
+			continue
+		}
+		if f := strings.Fields(body); len(f) > 0 {
+			seen[f[0]] = true
+		}
+	}
+	var names []string
+	for n := range seen {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, w := range want {
+		if !seen[w] {
+			t.Fatalf("%s from %s: backends %v answered, want all of %v (errors: %v)", url, from, names, want, errs)
+		}
+	}
+	return names
+}
+
+func backendNames(bs []framework.Backend) []string {
+	var out []string
+	for _, b := range bs {
+		out = append(out, b.Name)
+	}
+	return out
+}
+
+// speakerMetric reads one series of a speaker's metrics.
+func speakerMetric(t *testing.T, sp *framework.Speaker, series string) float64 {
+	t.Helper()
+	text, err := env.SpeakerMetrics(t.Context(), sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, ok := framework.MetricValue(text, series)
+	if !ok {
+		t.Fatalf("speaker %s: no series %s", sp.Name, series)
+	}
+	return v
+}
+
+func urlFor(ip string, port int) string {
+	a := netip.MustParseAddr(ip)
+	return fmt.Sprintf("http://%s/", netip.AddrPortFrom(a, uint16(port)))
+}
