@@ -176,14 +176,25 @@ func ndpMACs(t *testing.T, ip string, count int) []string {
 
 // curlBackends sends up to tries requests (one connection each) to url from
 // host until every name in want answered, and returns the names seen.
+// Failed requests are retried for up to 15s and do not count as tries.
 func curlBackends(t *testing.T, from, url string, want []string, tries int) []string {
 	t.Helper()
 	seen := map[string]bool{}
 	var errs []string
+	// Errors are retried for a while (kube-proxy may program a new Service a
+	// moment after the speaker announces it); tries counts answers.
+	deadline := time.Now().Add(15 * time.Second)
 	for i := 0; i < tries && len(seen) < len(want); i++ {
 		body, err := env.Lab.HTTPGet(t.Context(), from, url, 3*time.Second)
 		if err != nil {
 			errs = append(errs, err.Error())
+			if len(errs) > 5 {
+				errs = errs[1:]
+			}
+			if time.Now().Before(deadline) {
+				i--
+				time.Sleep(100 * time.Millisecond)
+			}
 			continue
 		}
 		if f := strings.Fields(body); len(f) > 0 {

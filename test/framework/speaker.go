@@ -461,11 +461,18 @@ func (e *Env) PublishEndpoints(ctx context.Context, namespace, service string, p
 	return e.Cluster.SetEndpoints(ctx, namespace, service, int32(port), corev1.ProtocolTCP, eps)
 }
 
-var targetLL = regexp.MustCompile(`(?i)Target link-layer address:\s*([0-9a-f]{2}(?::[0-9a-f]{2}){5})`)
+// solicitedNA matches a solicited Neighbor Advertisement in tcpdump -vv
+// output: the target and, on the next line, its target link-layer address.
+var solicitedNA = regexp.MustCompile(`tgt is ([0-9a-f:]+), Flags \[solicited[^\]]*\]\s*\n\s*destination link-address option \(2\), length 8 \(1\): ([0-9a-f]{2}(?::[0-9a-f]{2}){5})`)
 
 // NDPing sends count (1..20) Neighbor Solicitations for ip from host's uplink
 // with ndisc6 (Debian package ndisc6), 300ms apart, and returns the distinct
-// MACs that answered, in order of first answer. No answer is (nil, nil).
+// MACs that answered with a solicited Neighbor Advertisement, in order of first
+// answer. No answer is (nil, nil). The answers are read from a capture
+// (tcpdump) rather than from ndisc6, which only accepts advertisements sent
+// from the target address itself while RFC 4861 lets a responder use any of its
+// interface's addresses (ironlb's answer from its link-local address, which
+// Linux accepts).
 func (e *Env) NDPing(ctx context.Context, from string, ip netip.Addr, count int) ([]string, error) {
 	if !ip.Is6() {
 		return nil, fmt.Errorf("NDPing needs an IPv6 address, got %s", ip)
@@ -476,31 +483,45 @@ func (e *Env) NDPing(ctx context.Context, from string, ip netip.Addr, count int)
 	if count < 1 || count > 20 {
 		return nil, fmt.Errorf("NDPing count %d, want 1..20", count)
 	}
-	if _, err := exec.LookPath("ndisc6"); err != nil {
-		return nil, errors.New("ndisc6 is missing: apt-get install ndisc6")
+	for _, tool := range []string{"ndisc6", "tcpdump"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return nil, fmt.Errorf("%s is missing: apt-get install %s", tool, tool)
+		}
+	}
+	logPath := filepath.Join(e.Lab.Dir(), fmt.Sprintf("ndping-%s-%d.log", from, time.Now().UnixNano()))
+	capture, err := e.Lab.Start(from, logPath, "tcpdump", "-l", "-n", "-vv", "-i", lab.LANIf, "icmp6 and ip6[40] == 136")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(logPath)
+	defer capture.Stop()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(capture.Tail(4096), "listening on") {
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("tcpdump in %s did not start: %s", from, capture.Tail(2000))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// ndisc6 exits 2 when it accepts no answer (see above); the capture decides.
+	_, _ = e.Lab.Exec(ctx, from, "ndisc6", "-m", "-n", "-q", "-r", strconv.Itoa(count), "-w", "300", ip.String(), lab.LANIf)
+	time.Sleep(100 * time.Millisecond) // the last answer's capture line
+	if err := capture.Stop(); err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		return nil, err
 	}
 	var macs []string
 	seen := map[string]bool{}
-	for range count {
-		out, err := e.Lab.Exec(ctx, from, "ndisc6", "-m", "-n", "-q", "-r", "1", "-w", "300", ip.String(), lab.LANIf)
-		if err != nil && !strings.Contains(out, ":") {
-			continue // no response
+	for _, m := range solicitedNA.FindAllStringSubmatch(string(b), -1) {
+		if tgt, err := netip.ParseAddr(m[1]); err != nil || tgt != ip {
+			continue
 		}
-		for _, m := range targetLL.FindAllStringSubmatch(out, -1) {
-			mac := strings.ToLower(m[1])
-			if !seen[mac] {
-				seen[mac] = true
-				macs = append(macs, mac)
-			}
-		}
-		for _, line := range strings.Fields(out) {
-			if len(line) == 17 && strings.Count(line, ":") == 5 {
-				mac := strings.ToLower(line)
-				if !seen[mac] {
-					seen[mac] = true
-					macs = append(macs, mac)
-				}
-			}
+		mac := strings.ToLower(m[2])
+		if !seen[mac] {
+			seen[mac] = true
+			macs = append(macs, mac)
 		}
 	}
 	return macs, nil
