@@ -1,10 +1,32 @@
 package speaker
 
 import (
+	"context"
 	"fmt"
+	"net/netip"
 
 	"github.com/ironlb/ironlb/l2"
 )
+
+// announcer is what the event loop needs of *l2.Announcer (an interface so
+// the loop is tested without packet sockets).
+type announcer interface {
+	SetOwned(ctx context.Context, owned []l2.Announcement) error
+	Reannounce(vip netip.Addr) error
+	Status() []l2.Placement
+	Close() error
+}
+
+// peerSetter is what the event loop needs of *membership.Cluster.
+type peerSetter interface {
+	SetPeers(peers []netip.AddrPort)
+}
+
+// claimPublisher is what the event loop needs of *publisher.
+type claimPublisher interface {
+	publish(claims []netip.Addr, force bool)
+	stop()
+}
 
 // newAnnouncer creates the ARP/NDP announcer whose callbacks feed the event
 // loop (through mailboxes: the latest placement and conflict per address).

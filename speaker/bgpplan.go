@@ -114,6 +114,7 @@ func planBGP(in bgpInputs) bgpPlan {
 			}
 			carriers = append(carriers, bp.Address)
 		}
+		slices.SortFunc(carriers, netip.Addr.Compare)
 		if adv.peers != nil {
 			if len(carriers) == 0 {
 				continue // the pool wants none of this node's sessions

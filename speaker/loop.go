@@ -358,7 +358,7 @@ func (s *Speaker) syncNode(name string) {
 				peers = append(peers, netip.AddrPortFrom(a, uint16(s.cfg.MemberlistPort)))
 			}
 		}
-		s.members.SetPeers(peers)
+		s.gossip.SetPeers(peers)
 	}
 	s.apply(ch)
 }

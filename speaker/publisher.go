@@ -18,7 +18,7 @@ import (
 // republishes them unchanged (a new incarnation, gossiped again), which is how
 // an owner answers Changes.Contested.
 type publisher struct {
-	c    *membership.Cluster
+	c    metaSetter
 	kick chan struct{}
 
 	mu      sync.Mutex
@@ -32,7 +32,12 @@ type publisher struct {
 // publishTimeout bounds one SetMeta.
 const publishTimeout = time.Second
 
-func newPublisher(c *membership.Cluster) *publisher {
+// metaSetter is what the publisher needs of *membership.Cluster.
+type metaSetter interface {
+	SetMeta(ctx context.Context, m membership.Meta) (int, error)
+}
+
+func newPublisher(c metaSetter) *publisher {
 	return &publisher{c: c, kick: make(chan struct{}, 1)}
 }
 

@@ -108,20 +108,20 @@ type Speaker struct {
 	queue workqueue.TypedInterface[item]
 	mail  mailboxes
 
-	// Set by Run.
-	members *membership.Cluster
-	l2      *l2.Announcer
-	bgp     *bgpApplier
+	// Set by Run (tests set fakes).
+	l2        announcer
+	gossip    peerSetter
+	publisher claimPublisher
+	bgp       *bgpApplier
 
 	// Only the event loop touches the election and loopState.
 	e  *election.Election
 	ls loopState
 
 	// leaving freezes layer 2 and publication (planned stop).
-	leaving   atomic.Bool
-	synced    atomic.Bool
-	settled   atomic.Bool
-	publisher *publisher
+	leaving atomic.Bool
+	synced  atomic.Bool
+	settled atomic.Bool
 }
 
 // item is one input for the event loop. Values that change faster than the
@@ -483,9 +483,10 @@ func (s *Speaker) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("speaker: starting memberlist on %s:%d: %w", nodeIP, s.cfg.MemberlistPort, err)
 	}
-	s.members = members
-	s.publisher = newPublisher(members)
-	go s.publisher.run(work)
+	s.gossip = members
+	pub := newPublisher(members)
+	s.publisher = pub
+	go pub.run(work)
 	go s.loop() // the inputs queued since the informers started are processed now
 	go func() {
 		for ev := range members.Events() {
