@@ -101,7 +101,7 @@ type Cloud struct {
 	eventsFrom kubernetes.Interface
 	dyn        dynamic.Interface
 
-	pools     dynamicinformer.DynamicSharedInformerFactory // set by Prewarm or start
+	pools dynamicinformer.DynamicSharedInformerFactory // set by Prewarm or start
 
 	recorder  record.EventRecorder
 	services  corelisters.ServiceLister

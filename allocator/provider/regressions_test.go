@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -373,4 +374,44 @@ func TestRefusedRetriedOnPoolChangeOneEventPerRefusal(t *testing.T) {
 		t.Fatal(err)
 	}
 	slow.waitIPs("default", "waiting", "192.0.2.200")
+}
+
+// Item 2: a failing List of IPPools keeps the gate shut (no allocation from a
+// partial view), and the gate opens once the List succeeds.
+func TestFailedPoolListKeepsGateShut(t *testing.T) {
+	var mu sync.Mutex
+	failing, attempts := true, 0
+	e := newEnvHook(t, []*v1alpha1.IPPool{pool("lan", "192.0.2.200/30")}, func(e *env) {
+		e.dyn.PrependReactor("list", "ippools", func(k8stesting.Action) (bool, runtime.Object, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			attempts++
+			if failing {
+				return true, nil, apierrors.NewInternalError(fmt.Errorf("injected"))
+			}
+			return false, nil, nil
+		})
+	})
+	e.create(lbService("default", "early", 80))
+	// Positive signal: the informer has retried the List at least twice.
+	err := wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, 20*time.Second, true, func(context.Context) (bool, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return attempts >= 2, nil
+	})
+	if err != nil {
+		t.Fatal("the IPPool List was not retried")
+	}
+	select {
+	case <-e.cloud.Ready():
+		t.Fatal("the gate opened although the IPPool List failed")
+	default:
+	}
+	if s, _ := e.client.CoreV1().Services("default").Get(context.Background(), "early", metav1.GetOptions{}); len(s.Status.LoadBalancer.Ingress) != 0 {
+		t.Fatalf("allocated before the pools were known: %s", ingress(s))
+	}
+	mu.Lock()
+	failing = false
+	mu.Unlock()
+	e.waitIPs("default", "early", "192.0.2.200")
 }

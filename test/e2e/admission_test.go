@@ -76,15 +76,18 @@ func TestDeployManifestsValidate(t *testing.T) {
 	if err := env.Cluster.Apply(t.Context(), true, files...); err != nil {
 		t.Fatal(err)
 	}
-	// kustomization.yaml must list every manifest, so `kubectl apply -k deploy/` installs all.
-	k, err := os.ReadFile(env.DeployFile("kustomization.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	// A kustomization.yaml in the manifest's folder or above must list it, so that
+	// `kubectl apply -k deploy/` (or -k deploy/<optional part>/) installs it.
 	for _, f := range files {
-		rel, _ := filepath.Rel(env.DeployFile(), f)
-		if !strings.Contains(string(k), rel) {
-			t.Errorf("deploy/kustomization.yaml does not list %s", rel)
+		listed := false
+		for dir := filepath.Dir(f); !listed && strings.HasPrefix(dir, env.DeployFile()); dir = filepath.Dir(dir) {
+			k, err := os.ReadFile(filepath.Join(dir, "kustomization.yaml"))
+			rel, _ := filepath.Rel(dir, f)
+			listed = err == nil && strings.Contains(string(k), rel)
+		}
+		if !listed {
+			rel, _ := filepath.Rel(env.DeployFile(), f)
+			t.Errorf("no kustomization.yaml under deploy/ lists %s", rel)
 		}
 	}
 }

@@ -1,0 +1,444 @@
+package proxy
+
+import (
+	"crypto/sha256"
+	"encoding/base32"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/ironlb/ironlb/proxy/iptables"
+)
+
+// Chains every sync keeps (their names are part of the contract with
+// operators: iptables-save shows them).
+const (
+	chainServices         = "IRONLB-SERVICES"          // nat: from PREROUTING and OUTPUT; filter: ClusterIP REJECT/DROP (tree root)
+	chainServiceIPs       = "IRONLB-SERVICE-IPS"       // nat: tree root, destination address -> Service chains
+	chainNodePorts        = "IRONLB-NODEPORTS"         // nat: per protocol to the port trees; filter: health check ports (tree root)
+	chainExternalServices = "IRONLB-EXTERNAL-SERVICES" // filter: REJECT/DROP for external destinations
+	chainExternalIPs      = "IRONLB-EXTERNAL-IPS"      // filter: tree root by address
+	chainExtNodePorts     = "IRONLB-EXT-NODEPORTS"     // filter: per protocol to the port trees
+	chainFirewall         = "IRONLB-FIREWALL"          // filter: loadBalancerSourceRanges DROP (tree root)
+	chainForward          = "IRONLB-FORWARD"           // filter: accept what we DNATed
+	chainPostrouting      = "IRONLB-POSTROUTING"       // nat: masquerade marked packets
+	chainMarkMasq         = "IRONLB-MARK-MASQ"         // nat: set the masquerade mark
+	chainCanary           = "IRONLB-PROXY-CANARY"      // nat and filter: one rule, gone after a flush
+
+	prefixSVC = "IRONLB-SVC-"
+	prefixSVL = "IRONLB-SVL-"
+	prefixEXT = "IRONLB-EXT-"
+	prefixFW  = "IRONLB-FW-"
+	prefixSEP = "IRONLB-SEP-"
+
+	// chainPrefix is what every chain ironlb makes starts with.
+	chainPrefix = "IRONLB-"
+)
+
+var protocolsSupported = []string{"tcp", "udp", "sctp"}
+
+// treeID names one dispatch tree of a family.
+type treeID int
+
+const (
+	treeNATIPs treeID = iota
+	treeNATNodePorts
+	treeNATNodePortsUDP
+	treeNATNodePortsSCTP
+	treeFilterInternal
+	treeFilterExternalIPs
+	treeFilterExtNodePorts
+	treeFilterExtNodePortsUDP
+	treeFilterExtNodePortsSCTP
+	treeFilterFirewall
+	treeFilterHealth
+	numTrees
+)
+
+func protoIndex(proto string) treeID {
+	switch proto {
+	case "udp":
+		return 1
+	case "sctp":
+		return 2
+	}
+	return 0
+}
+
+// jumpRule is a rule ironlb puts into a built-in chain.
+type jumpRule struct {
+	table iptables.Table
+	chain string
+	args  []string
+}
+
+// jumpRules are inserted at the top of the built-in chains in this order, so
+// the last one ends up first (as kube-proxy orders its own).
+func jumpRules() []jumpRule {
+	newConn := []string{"-m", "conntrack", "--ctstate", "NEW"}
+	j := func(t iptables.Table, from string, pre []string, comment, to string) jumpRule {
+		args := append([]string{}, pre...)
+		args = append(args, "-m", "comment", "--comment", comment, "-j", to)
+		return jumpRule{table: t, chain: from, args: args}
+	}
+	return []jumpRule{
+		j(iptables.TableFilter, "INPUT", newConn, "ironlb externally-visible service portals", chainExternalServices),
+		j(iptables.TableFilter, "FORWARD", newConn, "ironlb externally-visible service portals", chainExternalServices),
+		j(iptables.TableFilter, "INPUT", nil, "ironlb health check service ports", chainNodePorts),
+		j(iptables.TableFilter, "FORWARD", newConn, "ironlb service portals", chainServices),
+		j(iptables.TableFilter, "OUTPUT", newConn, "ironlb service portals", chainServices),
+		j(iptables.TableFilter, "FORWARD", nil, "ironlb forwarding rules", chainForward),
+		j(iptables.TableFilter, "INPUT", newConn, "ironlb load balancer firewall", chainFirewall),
+		j(iptables.TableFilter, "OUTPUT", newConn, "ironlb load balancer firewall", chainFirewall),
+		j(iptables.TableFilter, "FORWARD", newConn, "ironlb load balancer firewall", chainFirewall),
+		j(iptables.TableNAT, "OUTPUT", nil, "ironlb service portals", chainServices),
+		j(iptables.TableNAT, "PREROUTING", nil, "ironlb service portals", chainServices),
+		j(iptables.TableNAT, "POSTROUTING", nil, "ironlb postrouting rules", chainPostrouting),
+	}
+}
+
+// generator turns Service ports and endpoints into rules for one family. It is
+// pure: the same inputs give the same rules.
+type generator struct {
+	family        iptables.Family
+	masqMark      string // e.g. "0x4000"
+	masqueradeAll bool
+	clusterCIDR   netip.Prefix // pod traffic detection; invalid: none
+	nodePortCIDRs []netip.Prefix
+	nodeIPs       []netip.Addr
+	randomFully   bool
+	tcpLiberal    bool
+	nodeName      string
+	zone          string
+	probs         []string
+}
+
+func (g *generator) probability(n int) string {
+	for len(g.probs) <= n {
+		g.probs = append(g.probs, fmt.Sprintf("%0.10f", 1.0/float64(max(len(g.probs), 1))))
+	}
+	return g.probs[n]
+}
+
+func hashName(prefix string, parts ...string) string {
+	h := sha256.Sum256([]byte(strings.Join(parts, "")))
+	return prefix + base32.StdEncoding.EncodeToString(h[:])[:16]
+}
+
+// chainRules is one chain of a Service port with its rules ("-A NAME ...\n" lines).
+type chainRules struct {
+	name   string
+	rules  []byte
+	nrules int
+}
+
+// dispatchEntry is a rule a Service port puts into a dispatch tree at key.
+type dispatchEntry struct {
+	tree treeID
+	key  dkey
+	args string
+}
+
+// spRules is everything one Service port contributes.
+type spRules struct {
+	chains  []chainRules // nat table
+	entries []dispatchEntry
+	// localReady is the number of ready local endpoints (health check answer).
+	localReady int
+}
+
+type ruleWriter struct {
+	chain  string
+	b      strings.Builder
+	nrules int
+}
+
+func (w *ruleWriter) add(args ...string) {
+	w.b.WriteString("-A ")
+	w.b.WriteString(w.chain)
+	for _, a := range args {
+		if a == "" {
+			continue
+		}
+		w.b.WriteByte(' ')
+		w.b.WriteString(a)
+	}
+	w.b.WriteByte('\n')
+	w.nrules++
+}
+
+func (w *ruleWriter) done() chainRules {
+	return chainRules{name: w.chain, rules: []byte(w.b.String()), nrules: w.nrules}
+}
+
+func hostPrefix(a netip.Addr) string { return netip.PrefixFrom(a, a.BitLen()).String() }
+
+func quoteComment(s string) string { return `"` + s + `"` }
+
+// servicePortRules generates the rules of one Service port with its endpoints.
+// It follows kube-proxy's iptables mode rule for rule, except that the
+// dispatch rules go into trees instead of one long chain.
+func (g *generator) servicePortRules(sp *servicePort, eps []endpoint) spRules {
+	var out spRules
+	proto := sp.protocol
+	nameStr := sp.name.String()
+	hashIn := nameStr + proto
+	c := categorize(sp, eps, g.nodeName, g.zone)
+	for _, e := range c.local {
+		if e.ready {
+			out.localReady++
+		}
+	}
+
+	clusterChain := hashName(prefixSVC, hashIn)
+	localChain := hashName(prefixSVL, hashIn)
+	extChain := hashName(prefixEXT, hashIn)
+	fwChain := hashName(prefixFW, hashIn)
+	sepName := func(e endpoint) string { return hashName(prefixSEP, hashIn, e.addr.String()) }
+
+	usesCluster := len(c.cluster) > 0 && sp.usesClusterEndpoints()
+	usesLocal := len(c.local) > 0 && sp.usesLocalEndpoints()
+
+	internalChain, hasInternal := clusterChain, c.hasAny
+	if sp.internalLocal {
+		internalChain = localChain
+		hasInternal = hasInternal && len(c.local) > 0
+	}
+	externalPolicyChain, hasExternal := clusterChain, c.hasAny
+	if sp.externalLocal {
+		externalPolicyChain = localChain
+		hasExternal = hasExternal && len(c.local) > 0
+	}
+	usesExt := c.hasAny && sp.externallyAccessible()
+	usesFW := c.hasAny && len(sp.lbIPs) > 0 && len(sp.sourceRanges) > 0
+	lbChain := extChain
+	if usesFW {
+		lbChain = fwChain
+	}
+
+	var internalFilter, externalFilter, filterComment string
+	switch {
+	case !c.hasAny:
+		internalFilter, externalFilter = "REJECT", "REJECT"
+		filterComment = quoteComment(nameStr + " has no endpoints")
+	default:
+		if !hasInternal {
+			internalFilter = "DROP"
+		}
+		if !hasExternal {
+			externalFilter = "DROP"
+		}
+		filterComment = quoteComment(nameStr + " has no local endpoints")
+	}
+
+	port := strconv.Itoa(int(sp.port))
+	portArgs := "-p " + proto + " -m comment --comment %s -m " + proto + " --dport "
+	addrEntry := func(tree treeID, a netip.Addr, comment, dport, target string) {
+		out.entries = append(out.entries, dispatchEntry{tree: tree, key: addrKey(a),
+			args: "-d " + hostPrefix(a) + " " + fmt.Sprintf(portArgs, comment) + dport + " -j " + target})
+	}
+	portEntry := func(tree treeID, p uint16, comment, target string) {
+		out.entries = append(out.entries, dispatchEntry{tree: tree, key: portDKey(p),
+			args: fmt.Sprintf(portArgs, comment) + strconv.Itoa(int(p)) + " -j " + target})
+	}
+
+	// Dispatch: ClusterIP.
+	if hasInternal {
+		addrEntry(treeNATIPs, sp.clusterIP, quoteComment(nameStr+" cluster IP"), port, internalChain)
+	} else {
+		addrEntry(treeFilterInternal, sp.clusterIP, filterComment, port, internalFilter)
+	}
+	// externalIPs.
+	for _, a := range sp.externalIPs {
+		if c.hasAny {
+			addrEntry(treeNATIPs, a, quoteComment(nameStr+" external IP"), port, extChain)
+		}
+		if !hasExternal {
+			addrEntry(treeFilterExternalIPs, a, filterComment, port, externalFilter)
+		}
+	}
+	// Load balancer IPs.
+	for _, a := range sp.lbIPs {
+		if c.hasAny {
+			addrEntry(treeNATIPs, a, quoteComment(nameStr+" loadbalancer IP"), port, lbChain)
+		}
+		if usesFW {
+			addrEntry(treeFilterFirewall, a, quoteComment(nameStr+" traffic not accepted by "+fwChain), port, "DROP")
+		}
+		if !hasExternal {
+			addrEntry(treeFilterExternalIPs, a, filterComment, port, externalFilter)
+		}
+	}
+	// NodePort.
+	if sp.nodePort != 0 {
+		if c.hasAny {
+			portEntry(treeNATNodePorts+protoIndex(proto), sp.nodePort, quoteComment(nameStr), extChain)
+		}
+		if !hasExternal {
+			portEntry(treeFilterExtNodePorts+protoIndex(proto), sp.nodePort, filterComment, externalFilter)
+		}
+	}
+	if sp.healthCheckNodePort != 0 {
+		out.entries = append(out.entries, dispatchEntry{tree: treeFilterHealth, key: portDKey(sp.healthCheckNodePort),
+			args: "-p tcp -m comment --comment " + quoteComment(nameStr+" health check node port") +
+				" -m tcp --dport " + strconv.Itoa(int(sp.healthCheckNodePort)) + " -j ACCEPT"})
+	}
+
+	// The internal policy chain starts with the masquerade rule for traffic
+	// that does not come from a local pod.
+	var clusterW, localW *ruleWriter
+	if usesCluster {
+		clusterW = &ruleWriter{chain: clusterChain}
+	}
+	if usesLocal {
+		localW = &ruleWriter{chain: localChain}
+	}
+	if hasInternal {
+		w := clusterW
+		if sp.internalLocal {
+			w = localW
+		}
+		match := "-d " + hostPrefix(sp.clusterIP) + " -p " + proto + " -m " + proto + " --dport " + port
+		switch {
+		case g.masqueradeAll:
+			w.add(match, "-j", chainMarkMasq)
+		case g.clusterCIDR.IsValid():
+			w.add("! -s", g.clusterCIDR.String(), match, "-j", chainMarkMasq)
+		}
+	}
+
+	if usesExt {
+		w := &ruleWriter{chain: extChain}
+		if !sp.externalLocal {
+			w.add("-m comment --comment", quoteComment("masquerade traffic for "+nameStr+" external destinations"), "-j", chainMarkMasq)
+		} else {
+			if g.clusterCIDR.IsValid() {
+				w.add("-s", g.clusterCIDR.String(), "-m comment --comment", quoteComment("pod traffic for "+nameStr+" external destinations"), "-j", clusterChain)
+			}
+			w.add("-m comment --comment", quoteComment("masquerade LOCAL traffic for "+nameStr+" external destinations"), "-m addrtype --src-type LOCAL -j", chainMarkMasq)
+			w.add("-m comment --comment", quoteComment("route LOCAL traffic for "+nameStr+" external destinations"), "-m addrtype --src-type LOCAL -j", clusterChain)
+		}
+		if hasExternal {
+			w.add("-j", externalPolicyChain)
+		}
+		out.chains = append(out.chains, w.done())
+	}
+
+	if usesFW {
+		w := &ruleWriter{chain: fwChain}
+		comment := "-m comment --comment " + quoteComment(nameStr+" loadbalancer IP")
+		allowFromNode := false
+		for _, r := range sp.sourceRanges {
+			w.add("-s", r.String(), comment, "-j", extChain)
+			for _, n := range g.nodeIPs {
+				allowFromNode = allowFromNode || r.Contains(n)
+			}
+		}
+		if allowFromNode {
+			// A VIP configured on the node is reached from the node with the
+			// VIP as source address.
+			for _, a := range sp.lbIPs {
+				w.add("-s", hostPrefix(a), comment, "-j", extChain)
+			}
+		}
+		out.chains = append(out.chains, w.done())
+	}
+
+	if clusterW != nil {
+		g.balance(clusterW, sp, c.cluster, sepName)
+		out.chains = append(out.chains, clusterW.done())
+	}
+	if localW != nil {
+		g.balance(localW, sp, c.local, sepName)
+		out.chains = append(out.chains, localW.done())
+	}
+	for _, e := range c.reachable {
+		name := sepName(e)
+		w := &ruleWriter{chain: name}
+		w.add("-s", hostPrefix(e.addr.Addr()), "-j", chainMarkMasq)
+		affinity := ""
+		if sp.affinitySeconds > 0 {
+			affinity = "-m recent --set --name " + name + " --rsource"
+		}
+		w.add(affinity, "-p", proto, "-j DNAT --to-destination", e.addr.String())
+		out.chains = append(out.chains, w.done())
+	}
+	return out
+}
+
+// balance writes the affinity checks and the random choice among eps.
+func (g *generator) balance(w *ruleWriter, sp *servicePort, eps []endpoint, sepName func(endpoint) string) {
+	if sp.affinitySeconds > 0 {
+		secs := strconv.Itoa(sp.affinitySeconds)
+		for _, e := range eps {
+			n := sepName(e)
+			w.add("-m recent --rcheck --seconds", secs, "--reap --name", n, "--rsource -j", n)
+		}
+	}
+	for i, e := range eps {
+		if i < len(eps)-1 {
+			w.add("-m statistic --mode random --probability", g.probability(len(eps)-i), "-j", sepName(e))
+		} else {
+			w.add("-j", sepName(e))
+		}
+	}
+}
+
+// staticChains writes the chains whose rules depend only on configuration:
+// those Service chains jump to go to first (the first batch), those that jump
+// to dispatch trees to nat. The tree roots are written by the trees.
+func (g *generator) staticChains(first, nat, filter *tableBuf) {
+	write := func(b *tableBuf, name string, lines ...string) {
+		w := &ruleWriter{chain: name}
+		for _, l := range lines {
+			w.add(l)
+		}
+		r := w.done()
+		b.chain(name, r.rules, r.nrules, 0, false)
+	}
+	loopback := "127.0.0.0/8"
+	if g.family == iptables.IPv6 {
+		loopback = "::1/128"
+	}
+	svc := []string{"-j " + chainServiceIPs}
+	if len(g.nodePortCIDRs) == 0 {
+		svc = append(svc, "-m comment --comment \"ironlb service nodeports; NOTE: this must be the last rule in this chain\" -m addrtype --dst-type LOCAL ! -d "+loopback+" -j "+chainNodePorts)
+	}
+	for _, p := range g.nodePortCIDRs {
+		svc = append(svc, "-d "+p.String()+" -m comment --comment \"ironlb service nodeports; NOTE: this must be the last rule in this chain\" -m addrtype --dst-type LOCAL -j "+chainNodePorts)
+	}
+	write(nat, chainServices, svc...)
+	var np, extnp []string
+	for _, p := range protocolsSupported {
+		np = append(np, "-p "+p+" -j "+natNodePortRoot(p))
+		extnp = append(extnp, "-p "+p+" -j "+filterNodePortRoot(p))
+	}
+	write(nat, chainNodePorts, np...)
+	masq := "-j MASQUERADE"
+	if g.randomFully {
+		masq += " --random-fully"
+	}
+	mark := g.masqMark + "/" + g.masqMark
+	write(first, chainPostrouting,
+		"-m mark ! --mark "+mark+" -j RETURN",
+		"-j MARK --xor-mark "+g.masqMark,
+		"-m comment --comment \"ironlb service traffic requiring SNAT\" "+masq)
+	write(first, chainMarkMasq, "-j MARK --or-mark "+g.masqMark)
+	write(first, chainCanary, "-j RETURN")
+
+	write(filter, chainExternalServices, "-j "+chainExternalIPs, "-m addrtype --dst-type LOCAL -j "+chainExtNodePorts)
+	write(filter, chainExtNodePorts, extnp...)
+	var fwd []string
+	if !g.tcpLiberal {
+		fwd = append(fwd, "-m conntrack --ctstate INVALID -j DROP")
+	}
+	fwd = append(fwd,
+		"-m comment --comment \"ironlb forwarding rules\" -m mark --mark "+mark+" -j ACCEPT",
+		"-m comment --comment \"ironlb forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
+	write(filter, chainForward, fwd...)
+	write(filter, chainCanary, "-j RETURN")
+}
+
+func natNodePortRoot(proto string) string    { return chainNodePorts + "-" + strings.ToUpper(proto) }
+func filterNodePortRoot(proto string) string { return chainExtNodePorts + "-" + strings.ToUpper(proto) }

@@ -1,0 +1,503 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/sys/unix"
+	v1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/ironlb/ironlb/proxy/iptables"
+)
+
+// manyServices adds n ClusterIP Services with three endpoints each.
+func manyServices(e *env, n int) {
+	for i := range n {
+		name := fmt.Sprintf("s%d", i)
+		e.add(service("bulk", name, bulkIP(i), nodePort(int32(30000+i%2700))),
+			slice("bulk", name, name+"-a", httpPort(8080),
+				ep{ip: fmt.Sprintf("198.18.%d.%d", 1+i%200, 1+i%250), node: "node2"},
+				ep{ip: fmt.Sprintf("198.18.%d.%d", 1+(i+1)%200, 1+i%250), node: "node3"},
+				ep{ip: fmt.Sprintf("198.18.%d.%d", 1+(i+2)%200, 1+i%250), node: "node1"}))
+	}
+}
+
+func bulkIP(i int) string { return fmt.Sprintf("198.19.%d.%d", (i/250)%256, 1+i%250) }
+
+func lastInputChains(e *env) []string {
+	var out []string
+	for _, l := range strings.Split(string(e.p.families[0].lastInput), "\n") {
+		if strings.HasPrefix(l, ":") {
+			out = append(out, strings.Fields(l[1:])[0])
+		}
+	}
+	return out
+}
+
+func TestOneServiceChangeWritesOnlyItsChains(t *testing.T) {
+	e := newEnv(t)
+	manyServices(e, 2000)
+	e.sync()
+	fullBytes := len(e.p.families[0].lastInput)
+	if n, _ := e.m4.Restores(); n < 2000*5/maxChainsPerRestore {
+		t.Errorf("a full sync of 2000 Services (about 10,000 chains) took %d restores, want batches of at most %d chains", n, maxChainsPerRestore)
+	}
+	restores := func() int { n, _ := e.m4.Restores(); return n }
+
+	// New endpoints for one Service: its Service and endpoint chains only.
+	e.add(slice("bulk", "s7", "s7-a", httpPort(8080), ep{ip: "198.18.9.9", node: "node2"}, ep{ip: "198.18.9.10", node: "node3"}))
+	before := restores()
+	e.sync()
+	if n := restores() - before; n != 1 {
+		t.Errorf("a one-Service change took %d restores, want one atomic restore", n)
+	}
+	chains := lastInputChains(e)
+	for _, c := range chains {
+		if !strings.HasPrefix(c, prefixSVC) && !strings.HasPrefix(c, prefixSEP) && !strings.HasPrefix(c, prefixEXT) {
+			t.Errorf("an endpoint change rewrote %s", c)
+		}
+	}
+	if len(chains) > 8 {
+		t.Errorf("an endpoint change wrote %d chains: %v", len(chains), chains)
+	}
+	if got := summarize(e.trace(pkt("198.18.1.5", bulkIP(7), 80))); !slices.Equal(got.endpoints, []string{"198.18.9.10:8080", "198.18.9.9:8080"}) {
+		t.Errorf("changed Service: %v", got)
+	}
+
+	// A new Service: its chains and a few dispatch chains, never a root rewritten whole.
+	e.add(service("bulk", "new", "198.19.3.251"), slice("bulk", "new", "new-a", httpPort(8080), ep{ip: "198.18.7.7", node: "node2"}))
+	e.sync()
+	in := e.p.families[0].lastInput
+	if len(in) > 4096 || len(in)*50 > fullBytes {
+		t.Errorf("adding one Service to 2000 wrote %d bytes (full sync %d)", len(in), fullBytes)
+	}
+	if got := summarize(e.trace(pkt("198.18.1.5", "198.19.3.251", 80))); !slices.Equal(got.endpoints, []string{"198.18.7.7:8080"}) {
+		t.Errorf("new Service: %v", got)
+	}
+	// Deleting it removes its chains again.
+	e.deleteService("bulk", "new")
+	e.sync()
+	checkConsistent(t, e.m4)
+	if got := summarize(e.trace(pkt("198.18.1.5", "198.19.3.251", 80))); got.String() != (verdict{other: []string{"FORWARD"}}).String() {
+		t.Errorf("deleted Service: %v", got)
+	}
+	if got := summarize(e.trace(pkt("198.18.1.5", bulkIP(1999), 80))); len(got.endpoints) != 3 {
+		t.Errorf("an untouched Service: %v", got)
+	}
+}
+
+// TestFirstPacketCostIsLogarithmic counts the rules the first packet of a
+// connection to a Service evaluates in the nat table, at 100 and 2,000
+// Services: a linear dispatch would grow 20 times.
+func TestFirstPacketCostIsLogarithmic(t *testing.T) {
+	cost := func(n int) int {
+		e := newEnv(t)
+		manyServices(e, n)
+		e.sync()
+		worst := 0
+		for i := 0; i < n; i += max(1, n/50) {
+			for _, o := range e.trace(pkt("198.18.1.5", bulkIP(i), 80)) {
+				worst = max(worst, o.NATRules)
+			}
+		}
+		return worst
+	}
+	small, large := cost(100), cost(2000)
+	t.Logf("worst nat rules evaluated by a first packet: %d at 100 Services, %d at 2000", small, large)
+	if large > 2*small || large > 60 {
+		t.Errorf("first packet evaluates %d rules at 2000 Services and %d at 100: not logarithmic", large, small)
+	}
+}
+
+func TestExternalFlushIsRepaired(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		table iptables.Table
+		del   bool
+	}{
+		{"iptables -t nat -F", iptables.TableNAT, false},
+		{"iptables -t filter -F", iptables.TableFilter, false},
+		{"iptables -t nat -F; iptables -t nat -X", iptables.TableNAT, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.add(nginx(nodePort(30080)), nginxSlice(ep1, ep2), service("web", "empty", "198.19.0.99"))
+			e.sync()
+			if e.p.checkCanaries(context.Background()) {
+				t.Fatal("canaries reported lost right after a sync")
+			}
+			e.m4.FlushTable(c.table, c.del)
+			if !e.p.checkCanaries(context.Background()) {
+				t.Fatal("flush not detected")
+			}
+			e.sync()
+			checkConsistent(t, e.m4)
+			if got := summarize(e.trace(pkt("198.51.100.10", "192.0.2.11", 30080))); len(got.endpoints) != 2 {
+				t.Errorf("NodePort after repair: %v", got)
+			}
+			if got := summarize(e.trace(pkt("198.18.1.5", "198.19.0.99", 80))); got.String() != (verdict{other: []string{"REJECT"}}).String() {
+				t.Errorf("Service without endpoints after repair: %v", got)
+			}
+			if e.p.checkCanaries(context.Background()) {
+				t.Error("canaries still lost after the full sync")
+			}
+		})
+	}
+}
+
+func TestLeftoversOfAnEarlierRunAreDeleted(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	// An earlier run left a Service chain, an endpoint chain it jumps to, and
+	// a dispatch chain (nothing references the first).
+	if err := e.m4.Restore(ctx, []byte("*nat\n:IRONLB-SEP-OLD - [0:0]\n:IRONLB-SVC-OLD - [0:0]\n:IRONLB-DSP-OLD - [0:0]\n"+
+		"-A IRONLB-SEP-OLD -p tcp -j DNAT --to-destination 198.18.7.7:80\n-A IRONLB-SVC-OLD -j IRONLB-SEP-OLD\nCOMMIT\n")); err != nil {
+		t.Fatal(err)
+	}
+	e.add(nginx(), nginxSlice(ep1))
+	e.sync()
+	if err := e.p.sweepLeftovers(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []string{"IRONLB-SEP-OLD", "IRONLB-SVC-OLD", "IRONLB-DSP-OLD"} {
+		if slices.Contains(e.m4.Chains(iptables.TableNAT), c) {
+			t.Errorf("%s left", c)
+		}
+	}
+	checkConsistent(t, e.m4)
+	if got := summarize(e.trace(pkt("198.18.1.5", "198.19.0.10", 80))); len(got.endpoints) != 1 {
+		t.Errorf("after the sweep: %v", got)
+	}
+	// A later full sync deletes what the proxy itself no longer wants, without iptables-save.
+	e.deleteService("web", "nginx")
+	e.p.markFull()
+	e.sync()
+	checkConsistent(t, e.m4)
+	for _, c := range ironlbChains(e.m4, iptables.TableNAT) {
+		if strings.HasPrefix(c, prefixSVC) || strings.HasPrefix(c, prefixSEP) {
+			t.Errorf("full sync left %s of a deleted Service", c)
+		}
+	}
+}
+
+func TestCleanupRemovesOnlyIronlb(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	// Someone else's rules, in a built-in chain and in a chain of their own.
+	if err := e.m4.Restore(ctx, []byte("*nat\n:OTHER - [0:0]\n-A OTHER -j RETURN\n-A PREROUTING -j OTHER\nCOMMIT\n")); err != nil {
+		t.Fatal(err)
+	}
+	e.add(nginx(nodePort(30080), loadBalancer("203.0.113.7"), sourceRanges("198.51.100.0/24")), nginxSlice(ep1, ep2), service("web", "empty", "198.19.0.99"))
+	e.sync()
+	if err := e.p.Cleanup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []*iptables.Model{e.m4, e.m6} {
+		for _, tb := range []iptables.Table{iptables.TableNAT, iptables.TableFilter} {
+			if left := ironlbChains(m, tb); len(left) > 0 {
+				t.Errorf("%s %s: left %v", m.Family(), tb, left)
+			}
+			save, _ := m.Save(ctx, tb)
+			if strings.Contains(string(save), "IRONLB") {
+				t.Errorf("%s %s still mentions IRONLB:\n%s", m.Family(), tb, save)
+			}
+		}
+	}
+	if got := e.m4.Rules(iptables.TableNAT, "PREROUTING"); !slices.Equal(got, []string{"-j OTHER"}) {
+		t.Errorf("PREROUTING after cleanup: %v, want the foreign jump kept", got)
+	}
+	if got := e.m4.Rules(iptables.TableNAT, "OTHER"); !slices.Equal(got, []string{"-j RETURN"}) {
+		t.Errorf("foreign chain after cleanup: %v", got)
+	}
+	// Cleanup twice is fine, and the proxy programs again afterwards.
+	if err := Cleanup(ctx, e.m4, e.m6); err != nil {
+		t.Fatal(err)
+	}
+	e.sync()
+	if got := summarize(e.trace(pkt("198.18.1.5", "198.19.0.10", 80))); len(got.endpoints) != 2 {
+		t.Errorf("after cleanup and sync: %v", got)
+	}
+}
+
+func TestHealthCheckNodePort(t *testing.T) {
+	e := newEnv(t)
+	client := &http.Client{Transport: &http.Transport{DialContext: e.hc.dial}, Timeout: 10 * time.Second}
+	get := func() (int, hcBody, error) {
+		resp, err := client.Get("http://192.0.2.11:32000/")
+		if err != nil {
+			return 0, hcBody{}, err
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		var b hcBody
+		if err := json.Unmarshal(raw, &b); err != nil {
+			t.Fatalf("body %q: %v", raw, err)
+		}
+		if resp.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("content type %q", resp.Header.Get("Content-Type"))
+		}
+		return resp.StatusCode, b, nil
+	}
+	lb := nginx(nodePort(30080), loadBalancer("203.0.113.7"), etpLocal(32000))
+	e.add(lb, nginxSlice(ep1, ep{ip: "198.18.1.11", node: "node1"}, ep2))
+	e.sync()
+	code, body, err := get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := hcBody{LocalEndpoints: 2, ServiceProxyHealthy: true}
+	want.Service.Namespace, want.Service.Name = "web", "nginx"
+	if code != http.StatusOK || body != want {
+		t.Errorf("two local endpoints: %d %+v, want 200 %+v", code, body, want)
+	}
+
+	e.add(nginxSlice(ep2, ep3))
+	e.sync()
+	code, body, _ = get()
+	want.LocalEndpoints = 0
+	if code != http.StatusServiceUnavailable || body != want {
+		t.Errorf("no local endpoint: %d %+v, want 503 %+v", code, body, want)
+	}
+
+	e.deleteService("web", "nginx")
+	e.sync()
+	if _, _, err := get(); err == nil {
+		t.Error("health check port still answers after the Service was deleted")
+	}
+}
+
+func TestStaleUDPConntrackEntriesDeleted(t *testing.T) {
+	e := newEnv(t)
+	dns := service("kube-system", "dns", "198.19.0.53", withPorts(v1.ServicePort{Name: "dns", Port: 53, Protocol: v1.ProtocolUDP, NodePort: 30053}),
+		func(s *v1.Service) { s.Spec.Type = v1.ServiceTypeNodePort })
+	dnsSlice := func(ips ...string) *discovery.EndpointSlice {
+		var eps []ep
+		for _, ip := range ips {
+			eps = append(eps, ep{ip: ip, node: "node2"})
+		}
+		return slice("kube-system", "dns", "dns-a", []discovery.EndpointPort{epPort("dns", 5353, v1.ProtocolUDP)}, eps...)
+	}
+	e.add(dns, dnsSlice("198.18.2.53", "198.18.3.53"))
+	e.sync()
+	ap := netip.MustParseAddrPort
+	flow := func(proto uint8, dst, reply string) Flow {
+		return Flow{Protocol: proto, OrigDst: ap(dst), ReplySource: ap(reply)}
+	}
+	keep1 := flow(unix.IPPROTO_UDP, "198.19.0.53:53", "198.18.2.53:5353")
+	gone := flow(unix.IPPROTO_UDP, "198.19.0.53:53", "198.18.3.53:5353")
+	goneNP := flow(unix.IPPROTO_UDP, "192.0.2.11:30053", "198.18.3.53:5353")
+	tcp := flow(unix.IPPROTO_TCP, "198.19.0.53:53", "198.18.3.53:5353")
+	other := flow(unix.IPPROTO_UDP, "198.19.0.54:53", "198.18.3.53:5353")
+	e.ct.flows[iptables.IPv4] = []Flow{keep1, gone, goneNP, tcp, other}
+
+	e.add(dnsSlice("198.18.2.53"))
+	e.sync()
+	if got, want := e.ct.flows[iptables.IPv4], []Flow{keep1, tcp, other}; !slices.Equal(got, want) {
+		t.Errorf("after an endpoint went: flows %v, want %v", got, want)
+	}
+
+	// The last endpoint goes: every flow to the ClusterIP is stale; NodePort
+	// flows are left (they are matched by port only).
+	np := flow(unix.IPPROTO_UDP, "192.0.2.11:30053", "198.18.2.53:5353")
+	e.ct.flows[iptables.IPv4] = append(e.ct.flows[iptables.IPv4], np)
+	e.add(dnsSlice())
+	e.sync()
+	if got, want := e.ct.flows[iptables.IPv4], []Flow{tcp, other, np}; !slices.Equal(got, want) {
+		t.Errorf("after the last endpoint went: flows %v, want %v", got, want)
+	}
+	calls := e.ct.calls
+	e.add(dnsSlice("198.18.2.53"))
+	e.sync()
+	if e.ct.calls != calls {
+		t.Error("conntrack was scanned though no endpoint went away")
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	e := newEnv(t, func(c *Config) { c.Registerer = reg })
+	e.add(nginx(nodePort(30080)), nginxSlice(ep1, ep2))
+	e.sync()
+	e.add(nginxSlice(ep1, ep2, ep3))
+	e.sync()
+	if got := testutil.ToFloat64(e.p.metrics.syncs.WithLabelValues("IPv4", "full")); got != 1 {
+		t.Errorf("full syncs: %v", got)
+	}
+	if got := testutil.ToFloat64(e.p.metrics.syncs.WithLabelValues("IPv4", "partial")); got != 1 {
+		t.Errorf("partial syncs: %v", got)
+	}
+	for _, tb := range []iptables.Table{iptables.TableNAT, iptables.TableFilter} {
+		want := 0
+		for _, c := range ironlbChains(e.m4, tb) {
+			want += len(e.m4.Rules(tb, c))
+		}
+		if got := testutil.ToFloat64(e.p.metrics.rules.WithLabelValues("IPv4", string(tb))); int(got) != want {
+			t.Errorf("rules{table=%s} = %v, the model holds %d", tb, got, want)
+		}
+	}
+	if n, err := testutil.GatherAndCount(reg, "ironlb_proxy_sync_duration_seconds"); err != nil || n == 0 {
+		t.Errorf("sync duration histogram: %d series, %v", n, err)
+	}
+}
+
+// TestRunProgramsAfterInformersSync runs the whole loop against fake
+// informers: the first sync already has every Service (nothing is programmed
+// from a partial list), later changes follow, and an external flush is
+// repaired by the canary check.
+func TestRunProgramsAfterInformersSync(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var objs []any
+	for i := range 50 {
+		name := fmt.Sprintf("s%d", i)
+		objs = append(objs,
+			service("bulk", name, bulkIP(i)),
+			slice("bulk", name, name+"-a", httpPort(8080), ep{ip: fmt.Sprintf("198.18.2.%d", i+1), node: "node2"}))
+	}
+	cs := fake.NewClientset()
+	for _, o := range objs {
+		var err error
+		switch x := o.(type) {
+		case *v1.Service:
+			_, err = cs.CoreV1().Services(x.Namespace).Create(ctx, x, metav1.CreateOptions{})
+		case *discovery.EndpointSlice:
+			_, err = cs.DiscoveryV1().EndpointSlices(x.Namespace).Create(ctx, x, metav1.CreateOptions{})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg := prometheus.NewRegistry()
+	e := newEnv(t, func(c *Config) {
+		c.SyncPeriod = 50 * time.Millisecond
+		c.MinSyncPeriod = 10 * time.Millisecond
+		c.Registerer = reg
+	})
+	f := informers.NewSharedInformerFactory(cs, 0)
+	inf := Informers{Services: f.Core().V1().Services(), EndpointSlices: f.Discovery().V1().EndpointSlices(), Nodes: f.Core().V1().Nodes()}
+	// A factory starts only the informers asked for before Start.
+	inf.Services.Informer()
+	inf.EndpointSlices.Informer()
+	inf.Nodes.Informer()
+	done := make(chan error, 1)
+	go func() { done <- e.p.Run(ctx, inf) }()
+	f.Start(ctx.Done())
+	defer f.Shutdown()
+
+	waitFor(t, "first restore", func() bool {
+		select {
+		case err := <-done:
+			t.Fatalf("Run returned early: %v", err)
+		default:
+		}
+		n, _ := e.m4.Restores()
+		return n > 0
+	})
+	first, _ := e.m4.Restores()
+	if first != 1 {
+		t.Fatalf("%d restores before the first check, want the first sync to be one restore", first)
+	}
+	for i := range 50 {
+		if got := summarize(e.trace(pkt("198.18.1.5", bulkIP(i), 80))); len(got.endpoints) != 1 {
+			t.Fatalf("after the first sync, Service %d: %v", i, got)
+		}
+	}
+
+	// A change through the API server is programmed.
+	es := slice("bulk", "s3", "s3-a", httpPort(8080), ep{ip: "198.18.9.1", node: "node2"}, ep{ip: "198.18.9.2", node: "node3"})
+	if _, err := cs.DiscoveryV1().EndpointSlices("bulk").Update(ctx, es, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "endpoint change programmed", func() bool {
+		return len(summarize(e.traceLocked(pkt("198.18.1.5", bulkIP(3), 80))).endpoints) == 2
+	})
+
+	// An external flush of the nat table is repaired within a sync period.
+	e.m4.FlushTable(iptables.TableNAT, false)
+	waitFor(t, "flush repaired", func() bool {
+		return len(summarize(e.traceLocked(pkt("198.18.1.5", bulkIP(5), 80))).endpoints) == 1
+	})
+	if got := testutil.ToFloat64(e.p.metrics.canaryLost.WithLabelValues("IPv4")); got < 1 {
+		t.Errorf("canary lost counter %v", got)
+	}
+	if !e.p.Healthy() {
+		t.Error("proxy not healthy")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+}
+
+// traceLocked traces while the sync loop may be running (the model locks itself).
+func (e *env) traceLocked(p iptables.Packet) []iptables.Outcome {
+	tr := iptables.Tracer{Model: e.model(p.Dst), LocalAddrs: []netip.Addr{nodeIP, nodeIP6}}
+	if p.InInterface == "" && !p.FromLocal {
+		p.InInterface = "eth0"
+	}
+	out, err := tr.Trace(p)
+	if err != nil {
+		return nil
+	}
+	return out
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestSyncsAreRateLimited: changes arriving over a second right after a sync
+// are applied together when MinSyncPeriod has passed, not one sync per
+// change, and none is lost.
+func TestSyncsAreRateLimited(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.MinSyncPeriod = 2 * time.Second; c.SyncPeriod = time.Hour })
+	for i := range 20 {
+		e.add(service("burst", fmt.Sprintf("s%d", i), bulkIP(i)))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { e.p.loop(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "first sync", func() bool { n, _ := e.m4.Restores(); return n > 0 })
+	before, _ := e.m4.Restores()
+	start := time.Now()
+	for i := range 20 {
+		// Changes arrive over about a second, as a rollout's would.
+		e.add(slice("burst", fmt.Sprintf("s%d", i), fmt.Sprintf("s%d-a", i), httpPort(8080), ep{ip: fmt.Sprintf("198.18.5.%d", i+1), node: "node2"}))
+		time.Sleep(50 * time.Millisecond)
+	}
+	waitFor(t, "every change programmed", func() bool {
+		for i := range 20 {
+			if len(summarize(e.traceLocked(pkt("198.18.1.5", bulkIP(i), 80))).endpoints) != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	after, _ := e.m4.Restores()
+	// IPv4 restores only: the first sync may still be in its MinSyncPeriod.
+	if n := after - before; n > 2 {
+		t.Errorf("20 changes within %v took %d restores, want them batched (MinSyncPeriod 2s)", time.Since(start), n)
+	}
+}
