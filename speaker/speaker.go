@@ -32,6 +32,7 @@ import (
 	"github.com/ironlb/ironlb/allocator"
 	"github.com/ironlb/ironlb/api/v1alpha1"
 	"github.com/ironlb/ironlb/l2"
+	"github.com/ironlb/ironlb/proxy"
 	"github.com/ironlb/ironlb/speaker/election"
 	"github.com/ironlb/ironlb/speaker/membership"
 )
@@ -79,6 +80,12 @@ type Config struct {
 	// L2 tunes the ARP/NDP announcer (gratuitous bursts, refresh); its
 	// Registerer and callbacks are set by the speaker.
 	L2 l2.Config
+	// Proxy, if set, programs the node's iptables in this process
+	// (--proxy=iptables) from the speaker's own Service, EndpointSlice and Node
+	// informers: one watch per resource for both. It runs from Run's start
+	// until the handover is over; its rules outlive the process, like
+	// kube-proxy's.
+	Proxy *proxy.Proxier
 }
 
 // Speaker is one node's agent. Create it with New and call Run once.
@@ -475,6 +482,18 @@ func (s *Speaker) Run(ctx context.Context) error {
 
 	go s.announcements.run(work)
 	go s.sessions.run(work)
+	if p := s.cfg.Proxy; p != nil {
+		inf := proxy.Informers{
+			Services:       s.factory.Core().V1().Services(),
+			EndpointSlices: s.factory.Discovery().V1().EndpointSlices(),
+			Nodes:          s.factory.Core().V1().Nodes(),
+		}
+		go func() {
+			if err := p.Run(work, inf); err != nil {
+				klog.ErrorS(err, "Proxy stopped")
+			}
+		}()
+	}
 
 	members, err := membership.New(membership.Config{
 		NodeName: s.self, Addr: nodeIP, Port: s.cfg.MemberlistPort,
@@ -543,8 +562,9 @@ func (s *Speaker) stop(members *membership.Cluster, bgpDone <-chan struct{}) {
 }
 
 // Ready returns nil once the speaker announces: informers synced, memberlist
-// joined and settled, and the BGP sessions configured (when any BGPPeer
-// selects this node). Otherwise it says what it waits for.
+// joined and settled, the BGP sessions configured (when any BGPPeer selects
+// this node) and, with Config.Proxy, its iptables rules in sync. Otherwise it
+// says what it waits for.
 func (s *Speaker) Ready() error {
 	switch {
 	case !s.synced.Load():
@@ -555,6 +575,8 @@ func (s *Speaker) Ready() error {
 		return errors.New("stopping")
 	case s.bgp != nil && !s.bgp.configured():
 		return errors.New("BGP sessions not configured yet")
+	case s.cfg.Proxy != nil && !s.cfg.Proxy.Healthy():
+		return errors.New("proxy: iptables not synced")
 	}
 	return nil
 }

@@ -5,9 +5,10 @@
 // See package speaker for how, and deploy/speaker for how it is installed.
 //
 // Flags: --node-name (default $NODE_NAME), --node-ip (default the Node's
-// InternalIP), --memberlist-port, --memberlist-secret-file, --proxy=none|iptables,
-// --metrics-addr, --cleanup, --namespace (default $POD_NAMESPACE), --lb-class,
-// --kubeconfig, -v.
+// InternalIP), --memberlist-port, --memberlist-secret-file, --proxy=none|iptables
+// (iptables: package proxy programs ClusterIPs, NodePorts and VIPs in place of
+// kube-proxy; with --cluster-cidr), --metrics-addr, --cleanup, --namespace (default
+// $POD_NAMESPACE), --lb-class, --kubeconfig, -v.
 //
 // SIGTERM hands the addresses over (leave, grace period) before exiting; a
 // second signal exits at once.
@@ -34,6 +35,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
+	"github.com/ironlb/ironlb/proxy"
+	"github.com/ironlb/ironlb/proxy/iptables"
 	"github.com/ironlb/ironlb/speaker"
 	"github.com/ironlb/ironlb/speaker/membership"
 )
@@ -49,6 +52,7 @@ type options struct {
 	namespace      string
 	lbClass        string
 	kubeconfig     string
+	clusterCIDRs   []string
 }
 
 func main() {
@@ -65,9 +69,10 @@ func main() {
 	fs.StringVar(&o.nodeIP, "node-ip", "", "address memberlist listens on and peers reach (default: the Node's InternalIP)")
 	fs.IntVar(&o.memberlistPort, "memberlist-port", membership.DefaultPort, "memberlist UDP and TCP port, the same on every node")
 	fs.StringVar(&o.secretFile, "memberlist-secret-file", "", "file with the shared secret that encrypts memberlist (at least 16 bytes; e.g. a mounted Secret); empty: plain text")
-	fs.StringVar(&o.proxy, "proxy", "none", "service proxy run in this process: none (beside kube-proxy) or iptables")
+	fs.StringVar(&o.proxy, "proxy", "none", "service proxy run in this process: none (beside kube-proxy) or iptables (instead of kube-proxy)")
+	fs.StringSliceVar(&o.clusterCIDRs, "cluster-cidr", nil, "with --proxy=iptables: the pod networks (one per family); traffic to ClusterIPs from outside them is masqueraded, as kube-proxy's --cluster-cidr")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", ":7473", "plain-HTTP address of /metrics, /healthz and /readyz; empty disables")
-	fs.BoolVar(&o.cleanup, "cleanup", false, "remove what this node's speaker left behind (its ServiceAnnouncements and BGPSessions) and exit")
+	fs.BoolVar(&o.cleanup, "cleanup", false, "remove what this node's speaker left behind (the proxy's IRONLB-* iptables chains and rules, its ServiceAnnouncements and BGPSessions) and exit")
 	fs.StringVar(&o.namespace, "namespace", envOr("POD_NAMESPACE", speaker.DefaultNamespace), "the speaker's namespace: BGP password Secrets are read here only (default $POD_NAMESPACE)")
 	fs.StringVar(&o.lbClass, "lb-class", speaker.DefaultLoadBalancerClass, "spec.loadBalancerClass served besides unset")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; empty: in-cluster configuration")
@@ -104,12 +109,16 @@ func run(ctx context.Context, o options) error {
 	if o.nodeName == "" {
 		return errors.New("--node-name (or $NODE_NAME) is required")
 	}
-	switch o.proxy {
-	case "none":
-	case "iptables":
-		return errors.New("--proxy=iptables: the iptables proxy is not built into this ironlb-speaker yet; run kube-proxy beside it with --proxy=none")
-	default:
+	if o.proxy != "none" && o.proxy != "iptables" {
 		return fmt.Errorf("--proxy=%q: want none or iptables", o.proxy)
+	}
+	var cidrs []netip.Prefix
+	for _, c := range o.clusterCIDRs {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			return fmt.Errorf("--cluster-cidr: %w", err)
+		}
+		cidrs = append(cidrs, p.Masked())
 	}
 	cfg, err := clientcmd.BuildConfigFromFlags("", o.kubeconfig)
 	if err != nil {
@@ -127,7 +136,12 @@ func run(ctx context.Context, o options) error {
 	if o.cleanup {
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		if err := speaker.Cleanup(cctx, dyn, o.nodeName); err != nil {
+		var ipts []iptables.Interface
+		for _, f := range []iptables.Family{iptables.IPv4, iptables.IPv6} {
+			ipts = append(ipts, iptables.NewExec(f))
+		}
+		err := errors.Join(proxy.Cleanup(cctx, ipts...), speaker.Cleanup(cctx, dyn, o.nodeName))
+		if err != nil {
 			return fmt.Errorf("cleanup: %w", err)
 		}
 		klog.InfoS("Cleaned up", "node", o.nodeName)
@@ -147,10 +161,20 @@ func run(ctx context.Context, o options) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var px *proxy.Proxier
+	if o.proxy == "iptables" {
+		pc := proxy.Config{NodeName: o.nodeName, ClusterCIDRs: cidrs, Registerer: reg}
+		if nodeIP.IsValid() {
+			pc.NodeIPs = []netip.Addr{nodeIP}
+		}
+		if px, err = proxy.New(pc); err != nil {
+			return fmt.Errorf("--proxy=iptables: %w", err)
+		}
+	}
 	s, err := speaker.New(speaker.Config{
 		NodeName: o.nodeName, NodeIP: nodeIP, Namespace: o.namespace,
 		MemberlistPort: o.memberlistPort, MemberlistKey: key, LoadBalancerClass: o.lbClass,
-		Client: client, Dynamic: dyn, Registerer: reg,
+		Client: client, Dynamic: dyn, Registerer: reg, Proxy: px,
 	})
 	if err != nil {
 		return err

@@ -17,38 +17,80 @@ import (
 	"github.com/ironlb/ironlb/test/lab"
 )
 
-// The speaker suites share one speaker and (while the ironlb proxy is not
-// built) one real kube-proxy per node; a test that stops a speaker leaves it to
-// speakersUp to start it again.
-var (
-	proxyOnce sync.Once
-	proxyErr  error
-	spkMu     sync.Mutex
-	spk       = map[int]*framework.Speaker{}
+// The speaker suites share one speaker per node and, in dataPathKubeProxy
+// mode, one real kube-proxy per node (--proxy=none on the speakers); in
+// dataPathIronlb mode the speakers run ironlb's iptables proxy
+// (--proxy=iptables) and no kube-proxy runs. A test that stops a speaker leaves
+// it to speakersUp to start it again.
+type dataPath int
+
+const (
+	dataPathKubeProxy dataPath = iota + 1
+	dataPathIronlb
 )
 
-// speakersUp makes sure every node runs kube-proxy and a ready speaker, and
-// returns the speakers by node index (1-based).
+var (
+	spkMu   sync.Mutex
+	spk     = map[int]*framework.Speaker{}
+	kps     = map[int]*lab.Process{}
+	spkPath dataPath
+)
+
+// speakersUp makes sure every node runs a ready speaker beside a real
+// kube-proxy, and returns the speakers by node index (1-based).
 func speakersUp(t *testing.T) map[int]*framework.Speaker {
 	t.Helper()
+	return speakersWith(t, dataPathKubeProxy)
+}
+
+// speakersWith makes sure every node runs a ready speaker with the given data
+// path, switching (stopping everything, cleaning the other's rules) if needed.
+func speakersWith(t *testing.T, path dataPath) map[int]*framework.Speaker {
+	t.Helper()
 	ctx := t.Context()
-	proxyOnce.Do(func() {
-		for i := 1; i <= env.Lab.Nodes(); i++ {
-			if _, err := env.StartKubeProxy(context.Background(), i); err != nil {
-				proxyErr = err
-				return
-			}
-		}
-	})
-	if proxyErr != nil {
-		t.Fatalf("kube-proxy: %v", proxyErr)
-	}
 	spkMu.Lock()
 	defer spkMu.Unlock()
+	nodes := env.Lab.Nodes()
+	if spkPath != path {
+		for i, sp := range spk {
+			_ = sp.Terminate()
+			delete(spk, i)
+		}
+		for i, p := range kps {
+			_ = p.Stop()
+			delete(kps, i)
+		}
+		for i := 1; i <= nodes; i++ {
+			var err error
+			switch path {
+			case dataPathIronlb:
+				err = env.CleanupKubeProxy(ctx, i)
+			default:
+				err = env.CleanupSpeaker(ctx, i)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if path == dataPathKubeProxy {
+			for i := 1; i <= nodes; i++ {
+				p, err := env.StartKubeProxy(ctx, i)
+				if err != nil {
+					t.Fatalf("kube-proxy: %v", err)
+				}
+				kps[i] = p
+			}
+		}
+		spkPath = path
+	}
+	var extra []string
+	if path == dataPathIronlb {
+		extra = env.IronlbProxyArgs()
+	}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var errs []string
-	for i := 1; i <= env.Lab.Nodes(); i++ {
+	for i := 1; i <= nodes; i++ {
 		if sp := spk[i]; sp != nil {
 			select {
 			case <-sp.Done():
@@ -59,7 +101,7 @@ func speakersUp(t *testing.T) map[int]*framework.Speaker {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sp, err := env.StartSpeaker(ctx, i)
+			sp, err := env.StartSpeaker(ctx, i, extra...)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -83,7 +125,11 @@ func speakersUp(t *testing.T) map[int]*framework.Speaker {
 // restartSpeaker starts the speaker of node i again after a test stopped it.
 func restartSpeaker(t *testing.T, i int) *framework.Speaker {
 	t.Helper()
-	sp, err := env.StartSpeaker(t.Context(), i)
+	var extra []string
+	if spkPath == dataPathIronlb {
+		extra = env.IronlbProxyArgs()
+	}
+	sp, err := env.StartSpeaker(t.Context(), i, extra...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -73,16 +73,24 @@ func withLocal(s *corev1.Service) {
 // node, and curl over IPv6 from the LAN reaches every backend.
 func TestSpeakerL2NDPDualStack(t *testing.T) {
 	speakersUp(t)
-	mustCreatePool(t, `{apiVersion: ironlb.io/v1alpha1, kind: IPPool, metadata: {name: spk-ds}, spec: {addresses: ["192.0.2.220-192.0.2.224", "2001:db8::220-2001:db8::22f"], advertise: {l2: {}}}}`)
-	ns := namespace(t, "spk-ds")
-	createService(t, ns, "web6", 8000, withDualStack)
-	backends, err := env.StartDualStackBackends(t.Context(), ns, "web6", "web6", 3, 80)
+	checkDualStackL2(t, "spk-ds", `["192.0.2.220-192.0.2.224", "2001:db8::220-2001:db8::22f"]`)
+}
+
+// checkDualStackL2 runs a dual-stack Service with three backends from a new L2
+// pool: each VIP is answered by ARP or NDP from exactly one node, curl over
+// both families from the LAN reaches every backend, and deleting the Service
+// stops the answers.
+func checkDualStackL2(t *testing.T, name, addresses string) {
+	mustCreatePool(t, `{apiVersion: ironlb.io/v1alpha1, kind: IPPool, metadata: {name: `+name+`}, spec: {addresses: `+addresses+`, advertise: {l2: {}}}}`)
+	ns := namespace(t, name)
+	createService(t, ns, "web", 8000, withDualStack)
+	backends, err := env.StartDualStackBackends(t.Context(), ns, "web", name, 3, 80)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, svc := waitIngress(t, ns, "web6", 5*time.Second)
+	var svc *corev1.Service
 	eventually(t, "two addresses", 5*time.Second, func() bool {
-		s, err := env.Cluster.Client.CoreV1().Services(ns).Get(t.Context(), "web6", metav1.GetOptions{})
+		s, err := env.Cluster.Client.CoreV1().Services(ns).Get(t.Context(), "web", metav1.GetOptions{})
 		svc = s
 		return err == nil && len(s.Status.LoadBalancer.Ingress) == 2
 	})
@@ -94,16 +102,24 @@ func TestSpeakerL2NDPDualStack(t *testing.T) {
 			v4 = in.IP
 		}
 	}
-	ann := waitL2Owner(t, v6, 10*time.Second)
-	t.Logf("%s announced by %s, %s by %s", v6, ann.Node, v4, waitL2Owner(t, v4, 10*time.Second).Node)
-	if macs := ndpMACs(t, v6, 3); !slices.Equal(macs, []string{nodeMAC(t, ann.Node)}) {
-		t.Fatalf("NDP for %s answered by %v, want only %s's %s", v6, macs, ann.Node, nodeMAC(t, ann.Node))
+	own4, own6 := waitL2Owner(t, v4, 10*time.Second).Node, waitL2Owner(t, v6, 10*time.Second).Node
+	t.Logf("%s announced by %s, %s by %s", v4, own4, v6, own6)
+	if macs := arpMACs(t, v4, 3); !slices.Equal(macs, []string{nodeMAC(t, own4)}) {
+		t.Fatalf("ARP for %s answered by %v, want only %s's %s", v4, macs, own4, nodeMAC(t, own4))
 	}
+	if macs := ndpMACs(t, v6, 3); !slices.Equal(macs, []string{nodeMAC(t, own6)}) {
+		t.Fatalf("NDP for %s answered by %v, want only %s's %s", v6, macs, own6, nodeMAC(t, own6))
+	}
+	curlBackends(t, lab.HostLANClient, urlFor(v4, 8000), backendNames(backends), 60)
 	curlBackends(t, lab.HostLANClient, urlFor(v6, 8000), backendNames(backends), 60)
-	deleteService(t, ns, "web6")
+	deleteService(t, ns, "web")
 	waitNoAnnouncement(t, v6, 10*time.Second)
+	waitNoAnnouncement(t, v4, 10*time.Second)
 	if macs := ndpMACs(t, v6, 2); len(macs) != 0 {
 		t.Fatalf("NDP for %s of a deleted Service answered by %v", v6, macs)
+	}
+	if macs := arpMACs(t, v4, 2); len(macs) != 0 {
+		t.Fatalf("ARP for %s of a deleted Service answered by %v", v4, macs)
 	}
 }
 

@@ -399,6 +399,47 @@ func (e *Env) StartKubeProxy(ctx context.Context, i int) (*lab.Process, error) {
 	}
 }
 
+// CleanupKubeProxy runs `kube-proxy --cleanup` on lab node i: it removes the
+// KUBE-* rules a kube-proxy left there (stop the kube-proxy first).
+func (e *Env) CleanupKubeProxy(ctx context.Context, i int) error {
+	if e.Bins.KubeProxy == "" {
+		return errors.New("kube-proxy binary not built (cluster.EnsureBinaries)")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if out, err := e.Lab.Exec(ctx, e.Lab.NodeName(i), e.Bins.KubeProxy, "--cleanup", "--proxy-mode=iptables", "--v=0"); err != nil {
+		return fmt.Errorf("kube-proxy --cleanup on %s: %w: %s", e.Lab.NodeName(i), err, out)
+	}
+	return nil
+}
+
+// CleanupSpeaker runs `ironlb-speaker --cleanup` on lab node i: it removes the
+// IRONLB-* rules of --proxy=iptables and the node's status objects (stop the
+// speaker first).
+func (e *Env) CleanupSpeaker(ctx context.Context, i int) error {
+	st, err := e.prepareSpeakers(ctx)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 40*time.Second)
+	defer cancel()
+	host := e.Lab.NodeName(i)
+	if out, err := e.Lab.Exec(ctx, host, st.binary, "--cleanup", "--node-name="+host, "--kubeconfig="+st.kubeconfig); err != nil {
+		return fmt.Errorf("ironlb-speaker --cleanup on %s: %w: %s", host, err, out)
+	}
+	return nil
+}
+
+// IronlbProxyArgs are the speaker args that run ironlb's iptables proxy in
+// place of kube-proxy, with the lab's pod networks as cluster CIDRs.
+func (e *Env) IronlbProxyArgs() []string {
+	cidrs := "198.18.0.0/16"
+	if e.Lab.Spec().IPv6 {
+		cidrs += ",2001:db8:18::/48"
+	}
+	return []string{"--proxy=iptables", "--cluster-cidr=" + cidrs}
+}
+
 // StartDualStackBackends is StartBackends with endpoints of both families (the
 // pod server listens on both): the Service's EndpointSlices hold each pod's
 // IPv4 and IPv6 address. The lab must have IPv6.
