@@ -49,6 +49,14 @@ func TestSpeakerL2ARPAndCurl(t *testing.T) {
 		t.Errorf("status writes in steady state: %v -> %v", before, after)
 	}
 
+	// The speakers run with exactly deploy/speaker's RBAC: nothing they do is
+	// refused.
+	for _, sp := range speakersUp(t) {
+		if log := sp.Tail(1 << 20); strings.Contains(log, "forbidden") {
+			t.Errorf("%s's speaker was refused by the API server: %s", sp.Name, grepLines(log, "forbidden"))
+		}
+	}
+
 	// Deleting the Service stops the answers: once its announcement is gone
 	// (the speaker removes it after the announcer stopped answering), nobody
 	// answers ARP for the address.

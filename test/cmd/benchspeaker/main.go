@@ -316,12 +316,25 @@ func (b *bench) converge(ctx context.Context) (map[netip.Addr]string, error) {
 	return nil, fmt.Errorf("no convergence within 60s: %s", why)
 }
 
-// probe runs the prober in host's namespace with args and returns its report.
+// startProbe runs the prober in host's namespace with args, waits until it
+// probes, and returns a function that waits for its report.
 func (b *bench) startProbe(host string, args ...string) (func() (probeReport, error), error) {
 	logPath := filepath.Join(b.env.Lab.Dir(), fmt.Sprintf("probe-%s-%d.json", host, time.Now().UnixNano()))
 	p, err := b.env.Lab.Start(host, logPath, append([]string{b.self, "probe"}, args...)...)
 	if err != nil {
 		return nil, err
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(p.Tail(4096), probingLine) {
+		select {
+		case <-p.Done():
+			return nil, fmt.Errorf("prober exited: %v: %s", p.Err(), p.Tail(2000))
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			_ = p.Stop()
+			return nil, errors.New("prober did not start within 15s")
+		}
 	}
 	return func() (probeReport, error) {
 		select {
@@ -382,6 +395,15 @@ func longestARPGap(rep probeReport, vip netip.Addr, from, to int64) time.Duratio
 
 // longestARPGapAt is longestARPGap and when that gap ended.
 func longestARPGapAt(rep probeReport, vip netip.Addr, from, to int64) (time.Duration, int64) {
+	// Only while requests were being sent (the window may start before the
+	// prober's first request or end after its last).
+	if n := len(rep.ARPSent); n > 0 {
+		from = max(from, rep.ARPSent[0])
+		to = min(to, rep.ARPSent[n-1])
+	}
+	if to <= from {
+		return 0, to
+	}
 	last := from
 	var worst, at int64
 	for _, r := range rep.ARPReplies {
@@ -425,6 +447,28 @@ func tcpLoss(rep probeReport, from, to, t0 int64) (lost, total int, outage time.
 		}
 	}
 	return lost, total, time.Duration(to - t0)
+}
+
+// lostErrors summarises why probes in [from, to] were lost: each distinct
+// error (addresses and ports cut) with its count.
+func lostErrors(rep probeReport, from, to int64) string {
+	count := map[string]int{}
+	for _, p := range rep.TCP {
+		if p.OK || p.Start < from || p.Start > to {
+			continue
+		}
+		e := p.Err
+		if i := strings.LastIndex(e, ": "); i >= 0 {
+			e = e[i+2:]
+		}
+		count[e]++
+	}
+	var parts []string
+	for e, n := range count {
+		parts = append(parts, fmt.Sprintf("%dx %s", n, e))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, "; ")
 }
 
 // stats formats p50/p95/max of durations.
@@ -489,7 +533,11 @@ func (b *bench) killed(ctx context.Context) ([]string, error) {
 		l, _, _ := tcpLoss(rt, t0-int64(time.Second), t0+int64(3*time.Second), t0)
 		takeover = append(takeover, d)
 		lost = append(lost, l)
-		say("  trial %d: killed %s (owner of %s): ARP answered by another node after %v; HTTP probes lost: %d", trial, owner, vip, d.Round(time.Millisecond), l)
+		why := ""
+		if l > 0 {
+			why = " (" + lostErrors(rt, t0-int64(time.Second), t0+int64(3*time.Second)) + ")"
+		}
+		say("  trial %d: killed %s (owner of %s): ARP answered by another node after %v; HTTP probes lost: %d%s", trial, owner, vip, d.Round(time.Millisecond), l, why)
 		if err := b.restart(ctx, owner); err != nil {
 			return nil, err
 		}
@@ -616,8 +664,12 @@ func (b *bench) planned(ctx context.Context) ([]string, error) {
 			}
 		}
 		took, _ := firstAnswerAfter(ra, vip, b.macs[owner], t0)
-		say("  trial %d: SIGTERM to %s (owner of %s): %d of %d HTTP probes lost; longest ARP gap %v; new owner answering after %v; %s",
-			trial, owner, vip, l, total, gap.Round(time.Millisecond), took.Round(time.Millisecond), streamNote)
+		why := ""
+		if l > 0 {
+			why = " (" + lostErrors(rt, t0-int64(500*time.Millisecond), end) + ")"
+		}
+		say("  trial %d: SIGTERM to %s (owner of %s): %d of %d HTTP probes lost%s; longest ARP gap %v; new owner answering after %v; %s",
+			trial, owner, vip, l, total, why, gap.Round(time.Millisecond), took.Round(time.Millisecond), streamNote)
 		if err := b.restart(ctx, owner); err != nil {
 			return nil, err
 		}

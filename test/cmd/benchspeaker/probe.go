@@ -25,6 +25,9 @@ import (
 
 // probeReport is what a prober measured; times are Unix nanoseconds (one
 // clock for every process of the machine).
+// probingLine is what a prober prints (to stderr) once it runs.
+const probingLine = "benchspeaker: probing"
+
 type probeReport struct {
 	ARPSent    []int64      `json:"arpSent,omitempty"`
 	ARPReplies []arpReply   `json:"arpReplies,omitempty"`
@@ -71,6 +74,9 @@ func runProbe(args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *duration)
 	defer cancel()
+	// benchspeaker waits for this line before it acts: starting a process in
+	// a namespace can take a second on a loaded machine.
+	fmt.Fprintln(os.Stderr, probingLine)
 	var rep probeReport
 	var mu sync.Mutex
 	var wg sync.WaitGroup
