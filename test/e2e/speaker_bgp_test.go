@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -56,7 +57,8 @@ func TestSpeakerBGPECMP(t *testing.T) {
 	// speakers only through a Secret in their namespace.
 	conf := lab.DefaultFRRConfig(env.Lab, 0, nodes...)
 	for _, n := range nodes {
-		conf = strings.Replace(conf, " neighbor "+n.String()+" remote-as", " neighbor "+n.String()+" password s3cret-md5\n neighbor "+n.String()+" remote-as", 1)
+		line := fmt.Sprintf(" neighbor %s remote-as %d\n", n, lab.NodeASN)
+		conf = strings.Replace(conf, line, line+" neighbor "+n.String()+" password s3cret-md5\n", 1)
 	}
 	if err := env.Lab.StartFRR(t.Context(), conf); err != nil {
 		t.Fatal(err)
