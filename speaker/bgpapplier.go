@@ -111,6 +111,7 @@ type bgpApplier struct {
 	once   sync.Once
 
 	applied atomic.Bool // the latest plan took effect
+	ready   atomic.Bool // a plan took effect once (readiness)
 	mgr     *bgp.Manager
 	names   map[netip.Addr]string // sessions written, by peer address -> BGPPeer
 	written map[string]bool       // BGPSession names written
@@ -148,7 +149,9 @@ func (a *bgpApplier) set(p bgpPlan) {
 	a.poke()
 }
 
-func (a *bgpApplier) configured() bool { return a.applied.Load() }
+// configured reports whether a plan took effect once since start: readiness
+// must not flap with every change that is being applied.
+func (a *bgpApplier) configured() bool { return a.ready.Load() }
 
 // stop withdraws everything and closes the sessions; run returns after.
 func (a *bgpApplier) stop() { a.once.Do(func() { close(a.halt) }) }
@@ -195,6 +198,7 @@ func (a *bgpApplier) run(ctx context.Context) {
 				a.mu.Lock()
 				a.applied.Store(a.plan == current)
 				a.mu.Unlock()
+				a.ready.Store(true)
 			}
 		}
 		a.writeSessions(ctx, current)
