@@ -41,7 +41,8 @@ func waitRoute(t *testing.T, prefix string, within time.Duration, want ...string
 // BGP mode: every eligible node advertises the VIP, FRR on the router installs
 // an ECMP route via all of them, and curl from the client behind the router
 // reaches every backend. Local policy advertises only from nodes with
-// endpoints; deleting the Service withdraws the route. Sessions and prefixes
+// endpoints, and the next hops follow the endpoints; deleting the Service
+// withdraws the route. Sessions and prefixes
 // show in BGPSession objects, the pool's communities arrive at the router, and
 // the sessions use TCP MD5 with the password from a Secret in the speakers'
 // namespace (a Secret elsewhere is refused).
@@ -161,6 +162,20 @@ func TestSpeakerBGPECMP(t *testing.T) {
 	lvip, _ := waitIngress(t, ns, "local", 5*time.Second)
 	waitRoute(t, lvip+"/32", 30*time.Second, env.Lab.NodeIP(2).String())
 	curlBackends(t, lab.HostClient, urlFor(lvip, 8001), backendNames(local), 5)
+	// The next hops follow the endpoints: one more on node3, then none on node2.
+	more, err := env.StartBackendsOn(t.Context(), ns, "local", "bgplocal3", 1, 80, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := env.PublishEndpoints(t.Context(), ns, "local", 80, append(local, more...), false); err != nil {
+		t.Fatal(err)
+	}
+	waitRoute(t, lvip+"/32", 30*time.Second, env.Lab.NodeIP(2).String(), env.Lab.NodeIP(3).String())
+	if err := env.PublishEndpoints(t.Context(), ns, "local", 80, more, false); err != nil {
+		t.Fatal(err)
+	}
+	waitRoute(t, lvip+"/32", 30*time.Second, env.Lab.NodeIP(3).String())
+	curlBackends(t, lab.HostClient, urlFor(lvip, 8001), backendNames(more), 5)
 
 	// Delete withdraws.
 	deleteService(t, ns, "ecmp")

@@ -58,6 +58,7 @@ func main() {
 	vips := flag.Int("vips", 6, "LoadBalancer Services (one VIP each) spread over the nodes")
 	dataPath := flag.String("proxy", "kube-proxy", "data path on the nodes: kube-proxy (speakers with --proxy=none) or ironlb (--proxy=iptables)")
 	only := flag.String("only", "a,b,c,p", "scenarios to run")
+	logs := flag.String("logs", "", "copy the speakers' logs into this folder at the end")
 	flag.Parse()
 	if err := framework.CheckHost(); err != nil {
 		fmt.Fprintf(os.Stderr, "benchspeaker: %v\n", err)
@@ -71,7 +72,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	defer cancel()
-	b := &bench{trials: *trials, nVIPs: *vips, dataPath: *dataPath, only: strings.Split(*only, ",")}
+	b := &bench{trials: *trials, nVIPs: *vips, dataPath: *dataPath, only: strings.Split(*only, ","), logs: *logs}
 	if err := b.run(ctx); err != nil {
 		fmt.Fprintf(os.Stderr, "benchspeaker: FAILED: %v\n", err)
 		os.Exit(1)
@@ -89,6 +90,7 @@ type bench struct {
 	nVIPs    int
 	dataPath string
 	only     []string
+	logs     string
 
 	env      *framework.Env
 	speakers map[string]*framework.Speaker // by node name
@@ -117,6 +119,17 @@ func (b *bench) run(ctx context.Context) (err error) {
 	}
 	defer b.env.Down()
 	env := b.env
+	if b.logs != "" {
+		defer func() {
+			_ = os.MkdirAll(b.logs, 0o755)
+			files, _ := filepath.Glob(filepath.Join(env.Lab.Dir(), "node*-speaker.log"))
+			for _, f := range files {
+				if data, err := os.ReadFile(f); err == nil {
+					_ = os.WriteFile(filepath.Join(b.logs, filepath.Base(f)), data, 0o644)
+				}
+			}
+		}()
+	}
 	if b.self, err = os.Executable(); err != nil {
 		return err
 	}
@@ -500,6 +513,7 @@ func counts(name string, xs []int) string {
 func (b *bench) killed(ctx context.Context) ([]string, error) {
 	var takeover []time.Duration
 	var lost []int
+	missed := 0
 	for trial := 1; trial <= b.trials; trial++ {
 		owners, err := b.converge(ctx)
 		if err != nil {
@@ -528,7 +542,13 @@ func (b *bench) killed(ctx context.Context) ([]string, error) {
 		}
 		d, ok := firstAnswerAfter(ra, vip, b.macs[owner], t0)
 		if !ok {
-			return nil, fmt.Errorf("trial %d: no other node answered ARP for %s within 4s of killing %s's speaker", trial, vip, owner)
+			// Counted, not fatal: the figure is what it is on this machine.
+			missed++
+			say("  trial %d: killed %s (owner of %s): NO other node answered ARP within the 4s probe window", trial, owner, vip)
+			if err := b.restart(ctx, owner); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		l, _, _ := tcpLoss(rt, t0-int64(time.Second), t0+int64(3*time.Second), t0)
 		takeover = append(takeover, d)
@@ -544,6 +564,7 @@ func (b *bench) killed(ctx context.Context) ([]string, error) {
 	}
 	return []string{
 		stats("kill -> another node answers ARP", takeover),
+		fmt.Sprintf("  %-58s %d of %d trials", "no takeover within 4s", missed, b.trials),
 		counts("HTTP probes lost (the node's data path keeps forwarding)", lost),
 	}, nil
 }
@@ -552,6 +573,7 @@ func (b *bench) killed(ctx context.Context) ([]string, error) {
 func (b *bench) linkCut(ctx context.Context) ([]string, error) {
 	var outage, takeover []time.Duration
 	var lost []int
+	missed := 0
 	for trial := 1; trial <= b.trials; trial++ {
 		owners, err := b.converge(ctx)
 		if err != nil {
@@ -595,7 +617,12 @@ func (b *bench) linkCut(ctx context.Context) ([]string, error) {
 		}
 		d, ok := firstAnswerAfter(ra, vip, b.macs[owner], t0)
 		if !ok {
-			return nil, fmt.Errorf("trial %d: no other node answered ARP for %s within 5s of cutting %s", trial, vip, owner)
+			missed++
+			say("  trial %d: cut %s (owner of %s): NO other node answered ARP within the 5s probe window", trial, owner, vip)
+			if err := b.publish(ctx, ""); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		l, _, out := tcpLoss(rt, t0-int64(time.Second), t0+int64(4*time.Second), t0)
 		takeover = append(takeover, d)
@@ -610,6 +637,7 @@ func (b *bench) linkCut(ctx context.Context) ([]string, error) {
 	return []string{
 		stats("cut -> HTTP from lanclient answered again", outage),
 		stats("cut -> another node answers ARP", takeover),
+		fmt.Sprintf("  %-58s %d of %d trials", "no takeover within 5s", missed, b.trials),
 		counts("HTTP probes lost", lost),
 	}, nil
 }
@@ -742,6 +770,7 @@ func (b *bench) partition(ctx context.Context) ([]string, error) {
 		}
 		end := theal + int64(7*time.Second)
 		var worstDual, worstGap, worstNoise time.Duration
+		var gapFrom, gapTo int64
 		var gapNote string
 		n2 := 0
 		for _, vip := range b.vips {
@@ -776,6 +805,7 @@ func (b *bench) partition(ctx context.Context) ([]string, error) {
 			worstNoise = max(worstNoise, longestARPGap(ra, vip, tcut-int64(800*time.Millisecond), tcut))
 			if g, at := longestARPGapAt(ra, vip, tcut, end); g > worstGap {
 				worstGap = g
+				gapFrom, gapTo = at-int64(g), at
 				gapNote = fmt.Sprintf("%s, ending %v after the cut / %v after the heal", vip, time.Duration(at-tcut).Round(time.Millisecond), time.Duration(at-theal).Round(time.Millisecond))
 			}
 		}
@@ -783,8 +813,16 @@ func (b *bench) partition(ctx context.Context) ([]string, error) {
 		unanswered = append(unanswered, worstGap)
 		noise = append(noise, worstNoise)
 		conflicted = append(conflicted, n2)
-		say("  trial %d: %d of %d VIPs answered by two MACs during the partition; after the heal two MACs answered for %v; longest time a VIP went unanswered: %v (%s)",
-			trial, n2, len(b.vips), worstDual.Round(time.Millisecond), worstGap.Round(time.Millisecond), gapNote)
+		// Did any VIP get an answer during that gap? If none did, the prober
+		// (or the whole machine) stalled, not the announcement.
+		others := 0
+		for _, r := range ra.ARPReplies {
+			if r.T > gapFrom && r.T < gapTo {
+				others++
+			}
+		}
+		say("  trial %d: %d of %d VIPs answered by two MACs during the partition; after the heal two MACs answered for %v; longest time a VIP went unanswered: %v (%s; %d answers for other VIPs meanwhile)",
+			trial, n2, len(b.vips), worstDual.Round(time.Millisecond), worstGap.Round(time.Millisecond), gapNote, others)
 	}
 	if _, err := b.converge(ctx); err != nil {
 		return nil, err
