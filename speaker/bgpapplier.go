@@ -128,8 +128,9 @@ type refusal struct {
 // retryApply is the pause before applying again after an error.
 const retryApply = time.Second
 
-func newBGPApplier(s *Speaker, routerID netip.Addr) *bgpApplier {
-	return &bgpApplier{s: s, routerID: routerID, kick: make(chan struct{}, 1), halt: make(chan struct{}),
+// newBGPApplier returns an applier; set routerID before run.
+func newBGPApplier(s *Speaker) *bgpApplier {
+	return &bgpApplier{s: s, kick: make(chan struct{}, 1), halt: make(chan struct{}),
 		written: map[string]bool{}, refusedSince: map[string]refusal{}}
 }
 
