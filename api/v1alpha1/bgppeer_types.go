@@ -6,8 +6,9 @@ import (
 
 // BGPPeerSpec describes one BGP session that matching speakers open toward a router.
 //
-// +kubebuilder:validation:XValidation:rule="!has(self.holdTime) || !has(self.keepaliveTime) || duration(self.holdTime) == duration('0s') || duration(self.keepaliveTime) < duration(self.holdTime)",message="keepaliveTime must be lower than holdTime"
+// +kubebuilder:validation:XValidation:rule="!has(self.holdTime) || !has(self.keepaliveTime) || duration(self.keepaliveTime) < duration(self.holdTime)",message="keepaliveTime must be lower than holdTime"
 // +kubebuilder:validation:XValidation:rule="!has(self.sourceAddress) || ip(self.sourceAddress).family() == ip(self.peerAddress).family()",message="sourceAddress and peerAddress must be of one family"
+// +kubebuilder:validation:XValidation:rule="!has(self.bfd) || !has(self.ebgpMultiHop) || !self.ebgpMultiHop",message="bfd is single-hop: it cannot be combined with ebgpMultiHop"
 type BGPPeerSpec struct {
 	// PeerAddress is the router's address.
 	// +kubebuilder:validation:MaxLength=45
@@ -37,22 +38,29 @@ type BGPPeerSpec struct {
 	// +optional
 	SourceAddress string `json:"sourceAddress,omitempty"`
 
-	// HoldTime is the proposed BGP hold time: 0 (no keepalives) or at least 3s.
-	// +kubebuilder:validation:XValidation:rule="duration(self) == duration('0s') || (duration(self) >= duration('3s') && duration(self) <= duration('65535s'))",message="must be 0s or between 3s and 65535s"
+	// HoldTime is the proposed BGP hold time, whole seconds from 3s to 65535s;
+	// default 90s. (A hold time of 0, no keepalives at all, is not offered: the
+	// embedded GoBGP cannot negotiate it.)
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('3s') && duration(self) <= duration('65535s')",message="must be between 3s and 65535s"
 	// +optional
 	HoldTime *metav1.Duration `json:"holdTime,omitempty"`
 
-	// KeepaliveTime is the keepalive interval; it must be lower than HoldTime.
+	// KeepaliveTime is the keepalive interval, whole seconds; it must be lower
+	// than HoldTime. Default: a third of the hold time.
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="must be at least 1s"
 	// +optional
 	KeepaliveTime *metav1.Duration `json:"keepaliveTime,omitempty"`
 
-	// EBGPMultiHop allows the router to be more than one hop away (eBGP).
+	// EBGPMultiHop allows the router to be more than one hop away (eBGP; the
+	// session's TTL is 255).
 	// +optional
 	EBGPMultiHop bool `json:"ebgpMultiHop,omitempty"`
 
-	// PasswordSecretRef names a Secret of type kubernetes.io/basic-auth whose
-	// "password" key holds the TCP MD5 password of the session.
+	// PasswordSecretRef names a Secret (e.g. of type kubernetes.io/basic-auth)
+	// whose "password" key holds the TCP MD5 password of the session. The Secret
+	// must be in the namespace the speakers run in (ironlb-system): speakers read
+	// Secrets nowhere else, and a peer naming another namespace is not opened
+	// (an Event on the BGPPeer says why).
 	// +optional
 	PasswordSecretRef *SecretReference `json:"passwordSecretRef,omitempty"`
 
@@ -64,6 +72,32 @@ type BGPPeerSpec struct {
 	// speaker restart.
 	// +optional
 	GracefulRestart bool `json:"gracefulRestart,omitempty"`
+
+	// BFD runs a single-hop BFD session (RFC 5880/5881) beside the BGP session,
+	// so the router drops a dead node's routes within minRx x multiplier instead
+	// of the hold time. The router needs BFD configured for this neighbor too.
+	// +optional
+	BFD *BFDSettings `json:"bfd,omitempty"`
+}
+
+// BFDSettings are the timers of a BFD session. Empty fields take the defaults
+// (300ms, 300ms, 3).
+type BFDSettings struct {
+	// MinTx is the desired interval between BFD packets sent, 10ms-60s.
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('10ms') && duration(self) <= duration('60s')",message="must be between 10ms and 60s"
+	// +optional
+	MinTx *metav1.Duration `json:"minTx,omitempty"`
+	// MinRx is the shortest interval between received BFD packets this side
+	// accepts, 10ms-60s.
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('10ms') && duration(self) <= duration('60s')",message="must be between 10ms and 60s"
+	// +optional
+	MinRx *metav1.Duration `json:"minRx,omitempty"`
+	// Multiplier is the number of missed packets after which a side declares the
+	// session down, 2-255.
+	// +kubebuilder:validation:Minimum=2
+	// +kubebuilder:validation:Maximum=255
+	// +optional
+	Multiplier *int32 `json:"multiplier,omitempty"`
 }
 
 // SecretReference names a Secret.

@@ -14,10 +14,14 @@ var SchemeGroupVersion = schema.GroupVersion{Group: GroupName, Version: "v1alpha
 
 // Resources of this group, for dynamic clients and informers.
 var (
-	IPPoolsResource  = SchemeGroupVersion.WithResource("ippools")
-	BGPPeersResource = SchemeGroupVersion.WithResource("bgppeers")
-	IPPoolKind       = SchemeGroupVersion.WithKind("IPPool")
-	BGPPeerKind      = SchemeGroupVersion.WithKind("BGPPeer")
+	IPPoolsResource              = SchemeGroupVersion.WithResource("ippools")
+	BGPPeersResource             = SchemeGroupVersion.WithResource("bgppeers")
+	ServiceAnnouncementsResource = SchemeGroupVersion.WithResource("serviceannouncements")
+	BGPSessionsResource          = SchemeGroupVersion.WithResource("bgpsessions")
+	IPPoolKind                   = SchemeGroupVersion.WithKind("IPPool")
+	BGPPeerKind                  = SchemeGroupVersion.WithKind("BGPPeer")
+	ServiceAnnouncementKind      = SchemeGroupVersion.WithKind("ServiceAnnouncement")
+	BGPSessionKind               = SchemeGroupVersion.WithKind("BGPSession")
 )
 
 var (
@@ -31,6 +35,8 @@ func addKnownTypes(scheme *runtime.Scheme) error {
 	scheme.AddKnownTypes(SchemeGroupVersion,
 		&IPPool{}, &IPPoolList{},
 		&BGPPeer{}, &BGPPeerList{},
+		&ServiceAnnouncement{}, &ServiceAnnouncementList{},
+		&BGPSession{}, &BGPSessionList{},
 	)
 	metav1.AddToGroupVersion(scheme, SchemeGroupVersion)
 	return nil

@@ -23,11 +23,14 @@ type Binaries struct {
 	APIServer string // kube-apiserver
 	Etcd      string // test/tools/etcd
 	PodServer string // test/tools/podserver
+	// KubeProxy is kube-proxy from the same k8s.io/kubernetes version as the API
+	// server, for suites that run the stock data path on the lab's nodes.
+	KubeProxy string
 }
 
 const testModulePath = "github.com/ironlb/ironlb/test"
 
-// EnsureBinaries returns kube-apiserver, etcd and podserver built from the test
+// EnsureBinaries returns kube-apiserver, kube-proxy, etcd and podserver built from the test
 // module's pinned versions, building whatever is missing from the cache
 // ${IRONLB_CACHE:-<user cache dir>/ironlb}/bin/k8s-<kubernetes version>/.
 // Binaries are built into a temporary folder and renamed into place, so an
@@ -66,6 +69,7 @@ func EnsureBinaries(ctx context.Context, progress io.Writer) (Binaries, error) {
 	}
 	bins := Binaries{
 		APIServer: filepath.Join(dir, "kube-apiserver"),
+		KubeProxy: filepath.Join(dir, "kube-proxy"),
 		Etcd:      filepath.Join(dir, "etcd-"+etcdVersion+"-"+etcdHash),
 		PodServer: filepath.Join(dir, "podserver-"+podHash),
 	}
@@ -76,6 +80,7 @@ func EnsureBinaries(ctx context.Context, progress io.Writer) (Binaries, error) {
 		{"./tools/etcd", "etcd", bins.Etcd, "etcd " + etcdVersion},
 		{"./tools/podserver", "podserver", bins.PodServer, "podserver"},
 		{"k8s.io/kubernetes/cmd/kube-apiserver", "kube-apiserver", bins.APIServer, "kube-apiserver " + k8sVersion + " (first run only, 5-10 min)"},
+		{"k8s.io/kubernetes/cmd/kube-proxy", "kube-proxy", bins.KubeProxy, "kube-proxy " + k8sVersion},
 	}
 	missing := func() []target {
 		var m []target

@@ -53,6 +53,7 @@ type Env struct {
 	ctrlCount  int
 	pids       []int              // processes started through the Env (besides the control plane)
 	extra      []*cluster.Cluster // further control planes (StartControlPlane)
+	speaker    speakerState       // shared by the speakers and kube-proxies (speaker.go)
 }
 
 // PIDs are the processes this Env started: the control plane, controllers and

@@ -1,4 +1,4 @@
-// Command buildbins builds (or finds in the cache) the lab's kube-apiserver, etcd
+// Command buildbins builds (or finds in the cache) the lab's kube-apiserver, kube-proxy, etcd
 // and podserver binaries and prints their paths, one "name=path" line each:
 //
 //	cd test && go run ./tools/buildbins
@@ -22,5 +22,5 @@ func main() {
 		fmt.Fprintln(os.Stderr, "buildbins:", err)
 		os.Exit(1)
 	}
-	fmt.Printf("kube-apiserver=%s\netcd=%s\npodserver=%s\n", b.APIServer, b.Etcd, b.PodServer)
+	fmt.Printf("kube-apiserver=%s\nkube-proxy=%s\netcd=%s\npodserver=%s\n", b.APIServer, b.KubeProxy, b.Etcd, b.PodServer)
 }
