@@ -202,3 +202,50 @@ func TestNoRoleAggregatesToUsers(t *testing.T) {
 		}
 	}
 }
+
+// Memberlist is encrypted by default: every installation's speakers read their
+// key from the Secret that the controller's init container creates.
+func TestMemberlistEncryptedByDefault(t *testing.T) {
+	installs := map[string]Objects{"chart": renderChart(t, "ironlb-system", nil)}
+	for _, k := range kustomizations {
+		installs["deploy/"+k] = renderKustomize(t, k)
+	}
+	for name, objs := range installs {
+		ds, err := objs.DaemonSet("ironlb-system", "ironlb-speaker")
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		pod := ds.Spec.Template.Spec
+		file := ""
+		for _, a := range pod.Containers[0].Args {
+			if v, ok := strings.CutPrefix(a, "--memberlist-secret-file="); ok {
+				file = v
+			}
+		}
+		secret := ""
+		for _, m := range pod.Containers[0].VolumeMounts {
+			if strings.HasPrefix(file, m.MountPath+"/") {
+				for _, v := range pod.Volumes {
+					if v.Name == m.Name && v.Secret != nil {
+						secret = v.Secret.SecretName
+					}
+				}
+			}
+		}
+		if file == "" || secret == "" {
+			t.Errorf("%s: the speakers' --memberlist-secret-file %q is not in a mounted Secret", name, file)
+			continue
+		}
+		d, err := objs.Deployment("ironlb-system", "ironlb-controller")
+		if err != nil {
+			t.Fatal(err)
+		}
+		created := false
+		for _, c := range d.Spec.Template.Spec.InitContainers {
+			created = created || (slices.Contains(c.Command, "ensure-memberlist-secret") && slices.Contains(c.Command, "--name="+secret))
+		}
+		if !created {
+			t.Errorf("%s: no init container creates Secret %s", name, secret)
+		}
+	}
+}
