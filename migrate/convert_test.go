@@ -279,10 +279,17 @@ func TestUnsupportedSettingsAreReported(t *testing.T) {
 		t.Errorf("spine: peerASN %d (want the local 64600), holdTime %v (0s has no equivalent)", spine.Spec.PeerASN, spine.Spec.HoldTime)
 	}
 	const sp = "BGPPeer metallb-system/spine"
-	for _, field := range []string{"spec.routerID", "spec.connectTime", "spec.holdTime", "spec.bfdProfile", "spec.disableMP"} {
+	for _, field := range []string{"spec.routerID", "spec.connectTime", "spec.holdTime", "spec.disableMP"} {
 		if !hasNote(res, sp, field, Dropped, "") {
 			t.Errorf("no report of %s %s; notes: %v", sp, field, notes(res, sp, Dropped))
 		}
+	}
+	// The BFD profile's timers become the peer's; its echo mode has no equivalent.
+	if b := spine.Spec.BFD; b == nil || b.MinTx.Duration != 100*time.Millisecond || b.MinRx.Duration != 100*time.Millisecond || *b.Multiplier != 3 {
+		t.Errorf("spine bfd %+v, want 100ms/100ms x3 from BFDProfile fast", spine.Spec.BFD)
+	}
+	if !hasNote(res, "BFDProfile metallb-system/fast", "spec.echoMode", Dropped, "echo") {
+		t.Errorf("echo mode is not reported: %v", res.Notes)
 	}
 	for name, field := range map[string]string{"unnumbered": "spec.interface", "in-vrf": "spec.vrf", "external": "spec.dynamicASN"} {
 		if _, ok := peer(res, name); ok {

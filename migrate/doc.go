@@ -42,10 +42,12 @@
 //     hold time at least 3s), nodeSelectors, ebgpMultiHop,
 //     enableGracefulRestart; the password moves into a Secret of ironlb's
 //     namespace (plain-text password: a new Secret; passwordSecret: copied when
-//     the Secret can be read, else the report asks for it). routerID,
-//     connectTime, disableMP, dualStackAddressFamily and BFD profiles have no
-//     equivalent; unnumbered (interface), VRF and dynamicASN external peers are
-//     not migrated.
+//     the Secret can be read, else the report asks for it); the BFDProfile's
+//     transmit and receive intervals and multiplier become the peer's bfd
+//     timers (single-hop only; echo and passive modes and minimumTtl have no
+//     equivalent). routerID, connectTime, disableMP and dualStackAddressFamily
+//     have no equivalent; unnumbered (interface), VRF and dynamicASN external
+//     peers are not migrated.
 //
 // Service annotations need no migration: ironlb honours metallb.io/* and
 // metallb.universe.tf/* (loadBalancerIPs, address-pool, allow-shared-ip), and

@@ -181,13 +181,40 @@ func (c *converter) addSecret(ns, name, from string, password []byte) {
 	})
 }
 
-// bfd reports the BFD profile a peer names: this ironlb version's BGPPeer has
-// no BFD settings yet.
+// bfd translates the BFD profile a peer names into the peer's bfd timers.
+// ironlb's BFD is single-hop: a multi-hop peer keeps no BFD.
 func (c *converter) bfd(id, ns, profile string, out *v1alpha1.BGPPeer) {
 	i := slices.IndexFunc(c.m.BFDProfiles, func(b BFDProfile) bool { return b.Name == profile && b.Namespace == ns })
 	if i < 0 {
 		c.note(id, "spec.bfdProfile", Dropped, "names BFDProfile %q, which is not among the objects read; no BFD", profile)
 		return
 	}
-	c.note(id, "spec.bfdProfile", Dropped, "BFDProfile %q: this ironlb version has no BFD settings on BGPPeer; a dead node's routes go when the hold time expires", profile)
+	if out.Spec.EBGPMultiHop {
+		c.note(id, "spec.bfdProfile", Dropped, "BFDProfile %q on a multi-hop session: ironlb's BFD is single-hop; no BFD", profile)
+		return
+	}
+	p := c.m.BFDProfiles[i].Spec
+	pid := objectID("BFDProfile", c.m.BFDProfiles[i].ObjectMeta)
+	ms := func(v *uint32) *metav1.Duration {
+		if v == nil {
+			return nil
+		}
+		return &metav1.Duration{Duration: time.Duration(*v) * time.Millisecond}
+	}
+	b := &v1alpha1.BFDSettings{MinTx: ms(p.TransmitInterval), MinRx: ms(p.ReceiveInterval)}
+	if p.DetectMultiplier != nil {
+		m := int32(*p.DetectMultiplier)
+		b.Multiplier = &m
+	}
+	out.Spec.BFD = b
+	c.note(id, "spec.bfdProfile", Changed, "BFDProfile %q written as the peer's bfd timers", profile)
+	if p.EchoMode != nil && *p.EchoMode || p.EchoInterval != nil {
+		c.note(pid, "spec.echoMode", Dropped, "ironlb's BFD sends no echo packets; the control packets' timers apply")
+	}
+	if p.PassiveMode != nil && *p.PassiveMode {
+		c.note(pid, "spec.passiveMode", Dropped, "ironlb's BFD sessions are active: they send control packets from the start")
+	}
+	if p.MinimumTTL != nil {
+		c.note(pid, "spec.minimumTtl", Dropped, "for multi-hop sessions; ironlb's BFD is single-hop (it checks TTL 255)")
+	}
 }
