@@ -36,10 +36,12 @@ import (
 // connection such a close is found out only by using the connection, and only a
 // request that is safe to repeat may then be sent again.
 
-// direct reports whether r can take the direct path to a plain-HTTP backend.
+// direct reports whether r can take the direct path to a plain-HTTP backend. A
+// ContentLength of 0 means no body over HTTP/1.1 and HTTP/2 alike (an HTTP/2 request
+// always has a Body, empty when the stream ended with its headers), as ReverseProxy
+// reads it.
 func direct(r *http.Request) bool {
-	return (r.Body == nil || r.Body == http.NoBody) && r.ContentLength == 0 && idempotent(r.Method) &&
-		r.Header["Upgrade"] == nil && r.Header["Expect"] == nil
+	return r.ContentLength == 0 && idempotent(r.Method) && r.Header["Upgrade"] == nil && r.Header["Expect"] == nil
 }
 
 // backendConn is one keep-alive HTTP/1.1 connection to an endpoint.

@@ -106,8 +106,8 @@ func TestDirectReplacesConnectionClosedWhileIdle(t *testing.T) {
 	}
 }
 
-// Keep-alive: sequential requests share one backend connection; an endpoint that
-// leaves the table has its idle connection closed.
+// Keep-alive: sequential requests, over HTTP/1.1 and HTTP/2, share one backend
+// connection; an endpoint that leaves the table has its idle connection closed.
 func TestDirectKeepAliveAndRetire(t *testing.T) {
 	l := newLab(t, Options{})
 	var states [3]atomic.Int64 // new, closed, and the idle ones
@@ -134,8 +134,16 @@ func TestDirectKeepAliveAndRetire(t *testing.T) {
 			t.Fatalf("request %d: %d", i, code)
 		}
 	}
+	// HTTP/2 clients (TLS) take the same path and connection.
+	h2 := l.client(clientOpts{serverName: "app.example"})
+	for i := range 10 {
+		res, _ := l.do(h2, "GET", "https://app.example/", nil, nil)
+		if res.StatusCode != http.StatusOK || res.ProtoMajor != 2 {
+			t.Fatalf("HTTP/2 request %d: %d over %s", i, res.StatusCode, res.Proto)
+		}
+	}
 	if n := states[0].Load(); n != 1 {
-		t.Errorf("50 sequential requests opened %d backend connections, want 1", n)
+		t.Errorf("50 HTTP/1.1 and 10 HTTP/2 sequential requests opened %d backend connections, want 1", n)
 	}
 	l.update(ingress.Input{Ingresses: ing, Endpoints: endpoints(map[string][]*backend{"s": {other}})})
 	deadline := time.Now().Add(5 * time.Second)
