@@ -18,8 +18,15 @@
 //     zero). ironlb-ingress learns the changes through the API server; nginx gets
 //     a new nginx.conf and a reload for each.
 //
+// Besides requests/s and latency it prints each proxy's CPU time per request (user
+// and system, from /proc, nginx's workers included) and read/write system calls per
+// request: on a machine shared with other work that is the figure least moved by
+// what else runs.
+//
 // Usage (make bench-lab runs it): go run ./cmd/benchingress [-duration 10s]
-// [-warmup 3s] [-conns 16,128] [-changes 100] [-pace 100ms]
+// [-warmup 3s] [-conns 16,128] [-changes 100] [-pace 100ms] [-threads 2]
+// [-profile DIR (CPU profiles of ironlb-ingress under load, via --profiling)]
+// [-ingress-env GOGC=200,... (experiments)]
 package main
 
 import (
