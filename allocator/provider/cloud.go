@@ -84,7 +84,7 @@ type Options struct {
 	RetryAfter time.Duration
 	// Metrics receives allocator gauges and counters; nil keeps them unexported.
 	Metrics *Metrics
-	// EventQPS is the rate at which Events are written (default 50 per second, bursts
+	// EventQPS is the rate at which Events are written (default 10 per second, bursts
 	// of twice that). Events are queued, never dropped below 100,000 waiting, and
 	// trail the status writes during a burst of Services instead of competing with
 	// them and with the Services' own creation.
@@ -136,7 +136,7 @@ func New(opts Options) *Cloud {
 		opts.RetryAfter = 30 * time.Second
 	}
 	if opts.EventQPS <= 0 {
-		opts.EventQPS = 50
+		opts.EventQPS = 10
 	}
 	return &Cloud{
 		opts:        opts,

@@ -90,7 +90,7 @@ func main() {
 		"spec.loadBalancerClass served besides unset; Services of other classes are left alone")
 	fs.BoolVar(&f.serveClassless, "serve-classless", true,
 		"serve LoadBalancer Services without spec.loadBalancerClass (ironlb is the cluster's default provider)")
-	fs.Float32Var(&f.eventQPS, "event-qps", 50,
+	fs.Float32Var(&f.eventQPS, "event-qps", 10,
 		"Events written per second at most (bursts of twice that); during a burst of Services they trail the status writes, queued, not dropped")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", ":7472",
 		"plain-HTTP address serving Prometheus metrics on /metrics and /healthz, /readyz; empty disables")
