@@ -7,17 +7,38 @@ CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.2
 DEB_PACKAGES := iproute2 iptables frr bird2 arping curl tcpdump iputils-ping procps ndisc6 openssl nginx wrk
 FUZZTIME ?= 5s
 KEEP ?=
+# The image: name and tag (deploy/image and the chart's image.tag default to "dev").
+VERSION ?= dev
+IMAGE ?= ghcr.io/ironlb/ironlb:$(VERSION)
+IMAGE_OUT ?= _output/image/ironlb.tar
+# IPTABLES=0 builds the image without iptables (the speaker's --proxy=iptables then cannot run).
+IPTABLES ?= 1
 
-.PHONY: all build test unit fuzz e2e e2e-lab bench bench-unit bench-lab bench-metallb generate verify-generate lint deps lab-binaries demo lab-clean clean
+.PHONY: all build test unit fuzz e2e e2e-lab bench bench-unit bench-lab bench-metallb generate verify-generate lint deps lab-binaries demo lab-clean clean image tools-test reference verify-reference
 
 all: build
 
 ## build: the binaries into bin/
 build:
-	CGO_ENABLED=0 $(GO) build -o bin/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./cmd/...
+
+## image: the OCI image of every binary as one tar ($(IMAGE_OUT): docker/podman load, ctr import, kind load image-archive), reproducible, built without a container daemon; IMAGE=name:tag, PUSH=1 also pushes it
+image:
+	rm -rf _output/image/bin
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o _output/image/bin/ ./cmd/...
+	cd tools/image && SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 0) $(GO) run . \
+		--tag $(IMAGE) --out $(CURDIR)/$(IMAGE_OUT) $(if $(filter 1,$(IPTABLES)),--iptables) $(if $(PUSH),--push) \
+		--label org.opencontainers.image.source=https://github.com/ironlb/ironlb \
+		--label org.opencontainers.image.revision=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
+		$(CURDIR)/_output/image/bin/*
+
+## tools-test: the image tool's tests (reproducible digest, config, binaries and iptables run inside the image); the
+## image-building tests run without -race (they compress 100 MB; the race detector makes that ten times slower)
+tools-test:
+	cd tools/image && $(GO) test -race -short -count=1 ./... && $(GO) test -count=1 -timeout 20m ./...
 
 ## test: unit tests (race), short fuzz runs, then the lab e2e suites (real kube-apiserver, etcd, network namespaces; skipped with one line when not root)
-test: lint verify-generate unit fuzz e2e
+test: lint verify-generate verify-reference unit tools-test fuzz e2e
 
 unit:
 	$(GO) test -race -count=1 ./...
@@ -73,6 +94,7 @@ lint:
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	cd test && $(GO) vet ./...
+	cd tools/image && $(GO) vet ./...
 
 ## deps: Debian packages the lab needs (installed when root, else listed)
 deps:
@@ -90,5 +112,16 @@ demo: deps lab-binaries build
 lab-clean:
 	cd test && $(GO) run ./cmd/labclean
 
+## reference: docs/reference.md from the binaries' --help and the CRDs in deploy/crds
+reference: build
+	$(GO) run ./hack/reference --bin bin --crds deploy/crds > docs/reference.md
+
+# verify-reference regenerates docs/reference.md into a temporary file and compares.
+verify-reference: build
+	@tmp=$$(mktemp); trap 'rm -f $$tmp' EXIT; \
+	  $(GO) run ./hack/reference --bin bin --crds deploy/crds > $$tmp; \
+	  cmp -s $$tmp docs/reference.md || { cp $$tmp docs/reference.md; echo "docs/reference.md was stale (now regenerated): commit it"; exit 1; }; \
+	  echo "docs/reference.md is up to date"
+
 clean:
-	rm -rf bin
+	rm -rf bin _output

@@ -51,6 +51,17 @@ type statusWriter struct {
 	desired map[string]map[string]any // name -> status
 	gone    map[string]bool           // nodes whose objects are deleted
 	pruning bool                      // delete this node's undesired objects
+	// written holds this writer's last write of each name until the informer
+	// shows any event for it: a sync that runs before the watch caught up
+	// (prune and forgetNode enqueue names) compares with what was written, not
+	// with the stale cache, and does not write the same change twice.
+	written map[string]writtenObject
+}
+
+// writtenObject is one write the informer has not shown yet.
+type writtenObject struct {
+	over string                     // resourceVersion the write replaced ("" after a create)
+	obj  *unstructured.Unstructured // the object as written; nil after a delete
 }
 
 // nodeIndex indexes status objects by .status.node.
@@ -64,6 +75,7 @@ func newStatusWriter(node string, res schema.GroupVersionResource, kind schema.G
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: res.Resource}),
 		desired: map[string]map[string]any{},
 		gone:    map[string]bool{},
+		written: map[string]writtenObject{},
 	}
 	if err := informer.AddIndexers(cache.Indexers{nodeIndex: func(obj any) ([]string, error) {
 		if n := objectNode(obj); n != "" {
@@ -100,14 +112,16 @@ func objectNode(obj any) string {
 // observe enqueues objects this writer may have to act on: its own node's
 // (someone else edited or deleted them) and gone nodes'.
 func (w *statusWriter) observe(obj any) {
-	n := objectNode(obj)
-	w.mu.Lock()
-	mine := n == w.node || w.gone[n]
-	w.mu.Unlock()
-	if !mine {
+	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+	if err != nil {
 		return
 	}
-	if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
+	n := objectNode(obj)
+	w.mu.Lock()
+	delete(w.written, key)
+	mine := n == w.node || w.gone[n]
+	w.mu.Unlock()
+	if mine {
 		w.queue.Add(key)
 	}
 }
@@ -237,6 +251,7 @@ func (w *statusWriter) sync(ctx context.Context, name string) error {
 	if exists {
 		have = obj.(*unstructured.Unstructured)
 	}
+	have = w.fresher(name, have)
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	switch {
@@ -253,6 +268,9 @@ func (w *statusWriter) sync(ctx context.Context, name string) error {
 		uid := have.GetUID()
 		err := w.client.Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
 		w.metrics.statusWrite(w.res.Resource, "delete", err)
+		if err == nil {
+			w.wrote(name, have, nil)
+		}
 		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
 			return nil
 		}
@@ -261,8 +279,11 @@ func (w *statusWriter) sync(ctx context.Context, name string) error {
 		u := &unstructured.Unstructured{Object: map[string]any{"status": want}}
 		u.SetGroupVersionKind(w.kind)
 		u.SetName(name)
-		_, err := w.client.Create(ctx, u, metav1.CreateOptions{FieldManager: fieldManager})
+		created, err := w.client.Create(ctx, u, metav1.CreateOptions{FieldManager: fieldManager})
 		w.metrics.statusWrite(w.res.Resource, "create", err)
+		if err == nil {
+			w.wrote(name, nil, created)
+		}
 		if apierrors.IsAlreadyExists(err) {
 			return errors.New("exists but not seen yet") // retried once the informer has it
 		}
@@ -283,10 +304,45 @@ func (w *statusWriter) sync(ctx context.Context, name string) error {
 		}
 		u := have.DeepCopy()
 		u.Object["status"] = next
-		_, err := w.client.Update(ctx, u, metav1.UpdateOptions{FieldManager: fieldManager})
+		updated, err := w.client.Update(ctx, u, metav1.UpdateOptions{FieldManager: fieldManager})
 		w.metrics.statusWrite(w.res.Resource, "update", err)
+		if err == nil {
+			w.wrote(name, have, updated)
+		}
 		return err
 	}
+}
+
+// wrote remembers a successful write of name that replaced have (nil: there
+// was none) with obj (nil: deleted).
+func (w *statusWriter) wrote(name string, have, obj *unstructured.Unstructured) {
+	over := ""
+	if have != nil {
+		over = have.GetResourceVersion()
+	}
+	w.mu.Lock()
+	w.written[name] = writtenObject{over: over, obj: obj}
+	w.mu.Unlock()
+}
+
+// fresher returns what this writer last wrote for name when the informer's
+// object (have) is still the one that write replaced, else have.
+func (w *statusWriter) fresher(name string, have *unstructured.Unstructured) *unstructured.Unstructured {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	wr, ok := w.written[name]
+	if !ok {
+		return have
+	}
+	cached := ""
+	if have != nil {
+		cached = have.GetResourceVersion()
+	}
+	if (have == nil) != (wr.over == "") || cached != wr.over {
+		delete(w.written, name)
+		return have
+	}
+	return wr.obj
 }
 
 // deleteOwn deletes every object of this node, now (shutdown and --cleanup).

@@ -145,3 +145,86 @@ func TestStatusWriterWritesOnlyChanges(t *testing.T) {
 		t.Fatal("an object deleted behind the writer's back was not recreated")
 	}
 }
+
+// A name synced again before the informer shows the writer's own last write
+// (prune and forgetNode enqueue names from the cache) is compared with what was
+// written, not with the stale cache: no second create, update or delete. The
+// informer is stopped after its first sync, so it never catches up here.
+func TestStatusWriterDoesNotRepeatWritesTheCacheHasNotShown(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st := func(ip string, ifs ...string) *v1alpha1.ServiceAnnouncementStatus {
+		return &v1alpha1.ServiceAnnouncementStatus{Address: ip, Mode: v1alpha1.AnnouncementL2, Node: "node1", Pool: "lan",
+			Services: []string{"ns/svc"}, Interfaces: ifs}
+	}
+	res := v1alpha1.ServiceAnnouncementsResource
+	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
+		map[schema.GroupVersionResource]string{res: "ServiceAnnouncementList"})
+	f := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
+	inf := f.ForResource(res).Informer()
+	m, _ := newMetrics(nil)
+	w, err := newStatusWriter("node1", res, v1alpha1.ServiceAnnouncementKind, dyn, inf, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopInformer := make(chan struct{})
+	f.Start(stopInformer)
+	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+		t.Fatal("no sync")
+	}
+	close(stopInformer)
+	f.Shutdown()
+	go w.run(ctx)
+
+	count := func() []string {
+		var out []string
+		for _, a := range dyn.Actions() {
+			if v := a.GetVerb(); v == "create" || v == "update" || v == "delete" {
+				out = append(out, v)
+			}
+		}
+		return out
+	}
+	// marker makes a write of another name and waits for it: the queue is
+	// FIFO with one worker, so everything enqueued before has been synced.
+	n := 0
+	marker := func() {
+		t.Helper()
+		n++
+		name := "l2.198-51-100-" + string(rune('0'+n)) + ".node1"
+		w.set(name, st("198.51.100.1", "lan0"))
+		if err := wait.PollUntilContextTimeout(ctx, 5*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
+			for _, a := range dyn.Actions() {
+				if c, ok := a.(k8stesting.CreateAction); ok && c.GetObject().(*unstructured.Unstructured).GetName() == name {
+					return true, nil
+				}
+			}
+			return false, nil
+		}); err != nil {
+			t.Fatalf("the marker write of %s never happened: %v", name, count())
+		}
+	}
+	resync := func(verb string) {
+		t.Helper()
+		before := len(count())
+		w.queue.Add("l2.192-0-2-200.node1")
+		marker()
+		got := count()[before:]
+		if !slices.Equal(got, []string{"create"}) {
+			t.Fatalf("after the %s, syncing the name again wrote %v; want only the marker's create", verb, got)
+		}
+	}
+	w.set("l2.192-0-2-200.node1", st("192.0.2.200", "lan0"))
+	marker()
+	resync("create")
+	w.set("l2.192-0-2-200.node1", st("192.0.2.200", "lan1"))
+	marker()
+	resync("update")
+	w.prune()
+	w.set("l2.192-0-2-200.node1", nil)
+	marker()
+	resync("delete")
+	if _, err := dyn.Resource(res).Get(ctx, "l2.192-0-2-200.node1", metav1.GetOptions{}); err == nil {
+		t.Error("the deleted object exists")
+	}
+}

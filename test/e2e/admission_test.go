@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -54,40 +52,5 @@ func TestAdmissionRefusesBadObjects(t *testing.T) {
 				t.Fatalf("valid object refused: %v", err)
 			}
 		})
-	}
-}
-
-// Every manifest under deploy/ passes the real API server's validation (server-side
-// dry run), so a typo in a manifest fails here rather than on a user's cluster.
-func TestDeployManifestsValidate(t *testing.T) {
-	var files []string
-	err := filepath.WalkDir(env.DeployFile(), func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if !d.IsDir() && strings.HasSuffix(p, ".yaml") && filepath.Base(p) != "kustomization.yaml" {
-			files = append(files, p)
-		}
-		return nil
-	})
-	if err != nil || len(files) < 4 {
-		t.Fatalf("manifests under deploy/: %v %v", files, err)
-	}
-	if err := env.Cluster.Apply(t.Context(), true, files...); err != nil {
-		t.Fatal(err)
-	}
-	// A kustomization.yaml in the manifest's folder or above must list it, so that
-	// `kubectl apply -k deploy/` (or -k deploy/<optional part>/) installs it.
-	for _, f := range files {
-		listed := false
-		for dir := filepath.Dir(f); !listed && strings.HasPrefix(dir, env.DeployFile()); dir = filepath.Dir(dir) {
-			k, err := os.ReadFile(filepath.Join(dir, "kustomization.yaml"))
-			rel, _ := filepath.Rel(dir, f)
-			listed = err == nil && strings.Contains(string(k), rel)
-		}
-		if !listed {
-			rel, _ := filepath.Rel(env.DeployFile(), f)
-			t.Errorf("no kustomization.yaml under deploy/ lists %s", rel)
-		}
 	}
 }

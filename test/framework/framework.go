@@ -176,7 +176,7 @@ func Up(ctx context.Context, opts Options) (_ *Env, err error) {
 			e.Down()
 		}
 	}()
-	if e.Cluster, err = e.startControlPlane(ctx, "cp", 0, opts.IPv6 && !opts.SingleStack); err != nil {
+	if e.Cluster, err = e.startControlPlane(ctx, "cp", 0, opts.IPv6 && !opts.SingleStack, false); err != nil {
 		return nil, err
 	}
 	for i := 1; i <= opts.Nodes; i++ {
@@ -190,8 +190,8 @@ func Up(ctx context.Context, opts Options) (_ *Env, err error) {
 // startControlPlane runs etcd + kube-apiserver in the cp namespace (working
 // directory dir under the lab's, API port port or the default 6443) and installs
 // the CRDs, the namespace and the controller's RBAC from deploy/. dualStack adds
-// IPv6 ClusterIPs (2001:db8:ffff::/112) to 198.19.0.0/16.
-func (e *Env) startControlPlane(ctx context.Context, dir string, port int, dualStack bool) (*cluster.Cluster, error) {
+// IPv6 ClusterIPs (2001:db8:ffff::/112) to 198.19.0.0/16. bare skips the installs.
+func (e *Env) startControlPlane(ctx context.Context, dir string, port int, dualStack, bare bool) (*cluster.Cluster, error) {
 	var v6Services netip.Prefix
 	if dualStack {
 		v6Services = netip.MustParsePrefix("2001:db8:ffff::/112")
@@ -209,8 +209,11 @@ func (e *Env) startControlPlane(ctx context.Context, dir string, port int, dualS
 	if err != nil {
 		return nil, fmt.Errorf("starting the control plane: %w", err)
 	}
+	if bare {
+		return c, nil
+	}
 	if err = c.InstallCRDs(ctx, filepath.Join(e.RepoRoot, "deploy", "crds")); err == nil {
-		err = c.Apply(ctx, false, e.DeployFile("namespace.yaml"), e.DeployFile("controller", "rbac.yaml"))
+		err = c.Apply(ctx, false, e.DeployFile("base", "namespace.yaml"), e.DeployFile("controller", "rbac.yaml"))
 	}
 	if err != nil {
 		c.Stop()
@@ -224,7 +227,7 @@ func (e *Env) startControlPlane(ctx context.Context, dir string, port int, dualS
 // that need a cluster configured differently (e.g. single-stack Services). It is
 // stopped by Down, or earlier by the caller.
 func (e *Env) StartControlPlane(ctx context.Context, name string, port int, dualStack bool) (*cluster.Cluster, error) {
-	c, err := e.startControlPlane(ctx, name, port, dualStack)
+	c, err := e.startControlPlane(ctx, name, port, dualStack, false)
 	if err == nil {
 		e.extra = append(e.extra, c)
 	}
