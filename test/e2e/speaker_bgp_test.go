@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/ironlb/ironlb/test/framework"
 	"github.com/ironlb/ironlb/test/lab"
 )
 
@@ -47,7 +48,7 @@ func waitRoute(t *testing.T, prefix string, within time.Duration, want ...string
 // the sessions use TCP MD5 with the password from a Secret in the speakers'
 // namespace (a Secret elsewhere is refused).
 func TestSpeakerBGPECMP(t *testing.T) {
-	speakersUp(t)
+	sps := speakersUp(t)
 	var nodes []netip.Addr
 	var hops []string
 	for i := 1; i <= env.Lab.Nodes(); i++ {
@@ -127,6 +128,22 @@ func TestSpeakerBGPECMP(t *testing.T) {
 		}
 		return up == env.Lab.Nodes()
 	})
+	// Every speaker's metrics show the session, its one prefix, the updates
+	// that carried it and the applied desired state.
+	for _, sp := range sps {
+		eventually(t, sp.Name+"'s BGP metrics show the session and its prefix", 10*time.Second, func() bool {
+			text, err := env.SpeakerMetrics(t.Context(), sp)
+			if err != nil {
+				return false
+			}
+			up, _ := framework.MetricValue(text, `ironlb_bgp_session_up{peer="192.0.2.1"}`)
+			prefixes, _ := framework.MetricValue(text, `ironlb_bgp_prefixes_advertised{peer="192.0.2.1"}`)
+			updates, _ := framework.MetricValue(text, `ironlb_bgp_updates_sent_total{peer="192.0.2.1"}`)
+			addresses, _ := framework.MetricValue(text, "ironlb_speaker_bgp_addresses")
+			applied, _ := framework.MetricValue(text, `ironlb_speaker_bgp_applies_total{result="ok"}`)
+			return up == 1 && prefixes == 1 && updates > 0 && addresses == 1 && applied > 0
+		})
+	}
 	eventually(t, "BGPSession node1.elsewhere NotConfigured", 10*time.Second, func() bool {
 		ss, err := env.BGPSessions(t.Context())
 		for _, s := range ss {
