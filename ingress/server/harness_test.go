@@ -220,7 +220,8 @@ func (l *lab) get(c *http.Client, url string) (int, string) {
 	return res.StatusCode, e.Backend
 }
 
-// counter reads a counter of the lab's registry (0 when absent).
+// counter reads a counter of the lab's registry, or a histogram's observation
+// count (0 when absent).
 func (l *lab) counter(name string, labels map[string]string) float64 {
 	l.t.Helper()
 	mfs, err := l.reg.Gather()
@@ -234,7 +235,8 @@ func (l *lab) counter(name string, labels map[string]string) float64 {
 		}
 		for _, m := range mf.GetMetric() {
 			if labelsMatch(m, labels) {
-				sum += m.GetCounter().GetValue()
+				// A histogram counts its observations.
+				sum += m.GetCounter().GetValue() + float64(m.GetHistogram().GetSampleCount())
 			}
 		}
 	}

@@ -69,6 +69,9 @@ func TestFanOutVhostsDefault(t *testing.T) {
 	if n := l.counter("ironlb_ingress_requests_total", map[string]string{"ingress": "web/fanout", "service": "web/s1", "code": "200"}); n < 3 {
 		t.Errorf("requests_total{ingress=web/fanout,service=web/s1,code=200} = %v, want >= 3", n)
 	}
+	if n := l.counter("ironlb_ingress_request_duration_seconds", map[string]string{"ingress": "web/fanout", "service": "web/s1"}); n < 3 {
+		t.Errorf("request_duration_seconds{ingress=web/fanout,service=web/s1} observed %v requests, want >= 3", n)
+	}
 	if n := l.counter("ironlb_ingress_reloads_total", nil); n != 2 {
 		t.Errorf("reloads_total = %v, want 2", n)
 	}
