@@ -196,6 +196,18 @@ func (s *Server) newBackendConn(nc net.Conn) *backendConn {
 	return c
 }
 
+// outReq is what the direct path sends to a backend: a request read by net/http
+// (header) or by the fast path (fields).
+type outReq struct {
+	ctx    context.Context
+	method string
+	uri    string // the request-target to send, after rewrite-target
+	host   string
+	header http.Header
+	fields []headerField
+	res    *http.Request // for http.ReadResponse, which looks at its Method only
+}
+
 // forward proxies r (a direct request) to an endpoint of c's pool; after a failure,
 // on to the next endpoint (tryEndpoints).
 func (s *Server) forward(w *statusRecorder, r *http.Request, c *call) {
@@ -203,21 +215,27 @@ func (s *Server) forward(w *statusRecorder, r *http.Request, c *call) {
 	if np, nq, ok := c.route.Rewrite(c.path, r.URL.RawQuery); ok {
 		uri = (&url.URL{Path: np, RawQuery: nq}).RequestURI()
 	}
-	ctx := r.Context()
+	s.forwardOut(w, &outReq{ctx: r.Context(), method: r.Method, uri: uri, host: r.Host, header: r.Header, res: r}, c)
+}
+
+// forwardOut sends o to an endpoint of c's pool, then to the next one after a failure
+// (tryEndpoints), and answers the client.
+func (s *Server) forwardOut(w *statusRecorder, o *outReq, c *call) {
+	ctx := o.ctx
 	err := s.tryEndpoints(c.pool, true, func() bool { return ctx.Err() != nil },
-		func(e *endpoint) (bool, error) { return s.exchange(w, r, uri, c, e) })
+		func(e *endpoint) (bool, error) { return s.exchange(w, o, c, e) })
 	if err != nil {
-		s.proxyError(w, r, err)
+		s.answerError(ctx, w, c, err)
 	}
 }
 
-// exchange sends r to e and, once a response head arrived, relays the response. It
+// exchange sends o to e and, once a response head arrived, relays the response. It
 // returns an error only while nothing was sent to the client; connFailed says that no
 // connection could be made (nothing reached the backend).
-func (s *Server) exchange(w *statusRecorder, r *http.Request, uri string, c *call, e *endpoint) (connFailed bool, err error) {
+func (s *Server) exchange(w *statusRecorder, o *outReq, c *call, e *endpoint) (connFailed bool, err error) {
 	e.inflight.Add(1)
 	defer e.inflight.Add(-1)
-	ctx := r.Context()
+	ctx := o.ctx
 	bc := e.idle.get()
 	for {
 		reused := bc != nil
@@ -231,7 +249,7 @@ func (s *Server) exchange(w *statusRecorder, r *http.Request, uri string, c *cal
 		// A client that goes away ends the wait for the backend (and the connection).
 		nc := bc.nc
 		stop := context.AfterFunc(ctx, func() { _ = nc.SetReadDeadline(aLongTimeAgo) })
-		res, received, err := s.roundTrip(bc, w, r, uri, c, e.hostport)
+		res, received, err := s.roundTrip(bc, w, o, c, e.hostport)
 		if err == nil {
 			e.succeeded()
 			s.relay(ctx, w, res, bc, c, e, stop)
@@ -253,12 +271,12 @@ func (s *Server) exchange(w *statusRecorder, r *http.Request, uri string, c *cal
 // roundTrip writes the request and reads the response head, after any 1xx answers
 // (which go to the client as they come), within proxy-read-timeout. received reports
 // whether any byte of a response arrived.
-func (s *Server) roundTrip(bc *backendConn, w *statusRecorder, r *http.Request, uri string, c *call, addr string) (res *http.Response, received bool, err error) {
-	writeRequest(bc.bw, r, uri, addr, &c.client)
+func (s *Server) roundTrip(bc *backendConn, w *statusRecorder, o *outReq, c *call, addr string) (res *http.Response, received bool, err error) {
+	writeRequest(bc.bw, o, addr, &c.client)
 	if err := bc.bw.Flush(); err != nil {
 		return nil, false, err
 	}
-	if err := bc.readWithin(r.Context(), time.Now(), c.idle); err != nil {
+	if err := bc.readWithin(o.ctx, time.Now(), c.idle); err != nil {
 		return nil, false, err
 	}
 	limit := int64(s.opts.MaxHeaderBytes)
@@ -269,7 +287,7 @@ func (s *Server) roundTrip(bc *backendConn, w *statusRecorder, r *http.Request, 
 		bc.lim.left = -1
 	}()
 	for {
-		res, err := http.ReadResponse(bc.br, r)
+		res, err := http.ReadResponse(bc.br, o.res)
 		if err != nil {
 			return nil, false, err
 		}
@@ -428,54 +446,74 @@ func removeHopByHop(h http.Header) {
 	}
 }
 
-// writeRequest writes r as an HTTP/1.1 request for uri: the client's Host and headers
-// but the hop-by-hop ones and the X-Forwarded-* set from cl, exactly what the other
-// path sends (ReverseProxy with Rewrite, then http.Transport).
-func writeRequest(bw *bufio.Writer, r *http.Request, uri, addr string, cl *client) {
-	host := r.Host
+// writeRequest writes o as an HTTP/1.1 request: the client's Host and headers but
+// the hop-by-hop ones and the X-Forwarded-* set from cl, exactly what the other path
+// sends (ReverseProxy with Rewrite, then http.Transport).
+func writeRequest(bw *bufio.Writer, o *outReq, addr string, cl *client) {
+	host := o.host
 	if host == "" {
 		host = addr
 	}
-	bw.WriteString(r.Method)
+	bw.WriteString(o.method)
 	bw.WriteByte(' ')
-	bw.WriteString(uri)
+	bw.WriteString(o.uri)
 	bw.WriteString(" HTTP/1.1\r\nHost: ")
 	bw.WriteString(host)
 	bw.WriteString("\r\n")
 	var named []string // headers the Connection header names: hop-by-hop too
-	for _, f := range r.Header["Connection"] {
+	connToken := func(f string) {
 		for sf := range strings.SplitSeq(f, ",") {
 			if sf = textproto.TrimString(sf); sf != "" {
 				named = append(named, textproto.CanonicalMIMEHeaderKey(sf))
 			}
 		}
 	}
-	for k, vv := range r.Header {
-		switch k {
-		case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
-			"Te", "Trailer", "Transfer-Encoding", "Upgrade", "Host", "Content-Length", "User-Agent",
-			"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Forwarded-Port",
-			"X-Forwarded-Scheme", "X-Scheme", "X-Real-Ip":
-			continue
+	ua, trailers := "", false
+	if o.header != nil {
+		for _, f := range o.header["Connection"] {
+			connToken(f)
 		}
-		if len(named) > 0 && slices.Contains(named, k) {
-			continue
+		for k, vv := range o.header {
+			if !passHeader(k, named) {
+				continue
+			}
+			for _, v := range vv {
+				writeHeader(bw, k, v)
+			}
 		}
-		for _, v := range vv {
-			bw.WriteString(k)
-			bw.WriteString(": ")
-			bw.WriteString(v)
-			bw.WriteString("\r\n")
+		if v := o.header["User-Agent"]; len(v) > 0 {
+			ua = v[0]
+		}
+		trailers = httpguts.HeaderValuesContainsToken(o.header["Te"], "trailers")
+	} else {
+		for _, f := range o.fields {
+			if f.name == "Connection" {
+				connToken(f.value)
+			}
+		}
+		uaSeen := false
+		for _, f := range o.fields {
+			switch f.name {
+			case "User-Agent":
+				if !uaSeen {
+					ua, uaSeen = f.value, true
+				}
+			case "Te":
+				trailers = trailers || httpguts.HeaderValuesContainsToken([]string{f.value}, "trailers")
+			}
+			if passHeader(f.name, named) {
+				writeHeader(bw, f.name, f.value)
+			}
 		}
 	}
-	if httpguts.HeaderValuesContainsToken(r.Header["Te"], "trailers") {
+	if trailers {
 		bw.WriteString("Te: trailers\r\n")
 	}
-	if r.Method == http.MethodPut {
+	if o.method == http.MethodPut {
 		bw.WriteString("Content-Length: 0\r\n") // as http.Transport for a method that expects a body
 	}
-	if ua := r.Header["User-Agent"]; len(ua) > 0 && ua[0] != "" {
-		writeHeader(bw, "User-Agent", ua[0]) // the first only, as http.Transport
+	if ua != "" {
+		writeHeader(bw, "User-Agent", ua) // the first only, as http.Transport
 	}
 	writeHeader(bw, "X-Forwarded-For", cl.xff)
 	writeHeader(bw, "X-Real-Ip", cl.ip.String())
@@ -487,6 +525,19 @@ func writeRequest(bw *bufio.Writer, r *http.Request, uri, addr string, cl *clien
 		writeHeader(bw, "X-Forwarded-Port", cl.port)
 	}
 	bw.WriteString("\r\n")
+}
+
+// passHeader reports whether the request header k (canonical) goes to the backend:
+// not hop-by-hop (nor named by Connection), not one the proxy sets itself.
+func passHeader(k string, named []string) bool {
+	switch k {
+	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+		"Te", "Trailer", "Transfer-Encoding", "Upgrade", "Host", "Content-Length", "User-Agent",
+		"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Forwarded-Port",
+		"X-Forwarded-Scheme", "X-Scheme", "X-Real-Ip":
+		return false
+	}
+	return len(named) == 0 || !slices.Contains(named, k)
 }
 
 func writeHeader(bw *bufio.Writer, k, v string) {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"math/rand/v2"
 	"net"
@@ -33,40 +34,40 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.opts.Metrics.request("", "", rec.code, time.Since(start))
 		return
 	}
+	if r.TLS == nil {
+		// An HTTP/1.1 connection over TLS that the fast path handed to net/http.
+		if cs, ok := r.Context().Value(tlsStateKey{}).(*tls.ConnectionState); ok {
+			r = r.WithContext(r.Context())
+			r.TLS = cs
+		}
+	}
 	p := cleanPath(r.URL.Path)
-	route := st.table.Route(r.Host, p)
+	cl := clientOf(r, s.opts.TrustedProxies)
+	route, code := s.plan(st, r.Host, p, r.ContentLength, &cl)
 	ing, svc := "", ""
 	if route != nil {
 		ing = route.Ingress
 	}
 	defer func() { s.opts.Metrics.request(ing, svc, rec.status(), time.Since(start)) }()
-	if route == nil {
-		http.Error(rec, "404 page not found", http.StatusNotFound)
+	switch code {
+	case http.StatusNotFound:
+		http.Error(rec, "404 page not found", code)
+		return
+	case http.StatusRequestEntityTooLarge:
+		http.Error(rec, "413 request entity too large", code)
+		return
+	case http.StatusServiceUnavailable:
+		http.Error(rec, "503 service unavailable", code)
+		return
+	case http.StatusPermanentRedirect:
+		redirectHTTPS(rec, r)
+		return
+	case http.StatusForbidden:
+		http.Error(rec, "403 forbidden", code)
 		return
 	}
 	o := route.Options
-	limit := o.MaxBodyBytes
-	if limit < 0 {
-		limit = s.opts.MaxBodyBytes
-	}
-	if limit > 0 && r.ContentLength > limit {
-		http.Error(rec, "413 request entity too large", http.StatusRequestEntityTooLarge)
-		return
-	}
-	if o.Denied {
-		http.Error(rec, "503 service unavailable", http.StatusServiceUnavailable)
-		return
-	}
-	cl := clientOf(r, s.opts.TrustedProxies)
-	if cl.proto == "http" && !strings.HasPrefix(p, acmePrefix) &&
-		(o.ForceSSLRedirect || (o.SSLRedirect && st.table.HasTLS(r.Host))) {
-		redirectHTTPS(rec, r)
-		return
-	}
-	if len(o.AllowSourceRange) > 0 && !trustedPeer(o.AllowSourceRange, cl.ip) {
-		http.Error(rec, "403 forbidden", http.StatusForbidden)
-		return
-	}
+	limit := bodyLimit(o.MaxBodyBytes, s.opts.MaxBodyBytes)
 	up := route.Upstream
 	if route.Canary != nil && route.CanaryPolicy.Choose(r, rand.IntN) {
 		up = route.Canary
@@ -99,6 +100,40 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// plan routes a request for host and the cleaned path p and makes the decisions that
+// come before the choice of an endpoint, in order: 404 without a route, 413 for a
+// Content-Length over proxy-body-size, 503 for an Ingress whose access annotations did
+// not parse, 308 to https, 403 outside whitelist-source-range; 0 to proxy to route.
+func (s *Server) plan(st *state, host, p string, contentLength int64, cl *client) (*ingress.Route, int) {
+	route := st.table.Route(host, p)
+	if route == nil {
+		return nil, http.StatusNotFound
+	}
+	o := route.Options
+	if limit := bodyLimit(o.MaxBodyBytes, s.opts.MaxBodyBytes); limit > 0 && contentLength > limit {
+		return route, http.StatusRequestEntityTooLarge
+	}
+	if o.Denied {
+		return route, http.StatusServiceUnavailable
+	}
+	if cl.proto == "http" && !strings.HasPrefix(p, acmePrefix) &&
+		(o.ForceSSLRedirect || (o.SSLRedirect && st.table.HasTLS(host))) {
+		return route, http.StatusPermanentRedirect
+	}
+	if len(o.AllowSourceRange) > 0 && !trustedPeer(o.AllowSourceRange, cl.ip) {
+		return route, http.StatusForbidden
+	}
+	return route, 0
+}
+
+// bodyLimit is an Ingress's proxy-body-size (negative: not set) or else the default.
+func bodyLimit(ingressLimit, def int64) int64 {
+	if ingressLimit < 0 {
+		return def
+	}
+	return ingressLimit
+}
+
 // rewrite prepares the request to the backend: rewrite-target, X-Forwarded-*. The
 // Host header is the client's, as in ingress-nginx.
 func (s *Server) rewrite(pr *httputil.ProxyRequest) {
@@ -112,11 +147,17 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 // proxyError answers a request that could not be proxied.
 func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	c, _ := r.Context().Value(callKey{}).(*call)
+	s.answerError(r.Context(), w, c, err)
+}
+
+// answerError answers a request of ctx that could not be proxied: 413, 499 (nothing:
+// the client went away), 503, 504 or 502.
+func (s *Server) answerError(ctx context.Context, w http.ResponseWriter, c *call, err error) {
 	var ne net.Error
 	switch {
 	case c != nil && c.tooLarge.Load():
 		http.Error(w, "413 request entity too large", http.StatusRequestEntityTooLarge)
-	case r.Context().Err() != nil:
+	case ctx.Err() != nil:
 		// The client went away; nginx logs 499 for this.
 		if rec, ok := w.(*statusRecorder); ok {
 			rec.code = 499

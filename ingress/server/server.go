@@ -217,21 +217,29 @@ func (s *Server) Serve(ctx context.Context, httpLn, httpsLn net.Listener) error 
 	defer stopSweep()
 	go s.sweepIdle(sweepCtx)
 	var servers []*http.Server
-	errc := make(chan error, 2)
+	var fronts []*front
+	errc := make(chan error, 4)
 	if httpLn != nil {
 		hs := s.httpServer()
 		hs.Protocols.SetHTTP1(true)
 		hs.Protocols.SetUnencryptedHTTP2(true)
-		servers = append(servers, hs)
-		go func() { errc <- hs.Serve(httpLn) }()
+		f := s.newFront(httpLn, nil)
+		servers, fronts = append(servers, hs), append(fronts, f)
+		go func() { errc <- hs.Serve(f.handoff) }()
+		go func() { errc <- f.serve() }()
 	}
 	if httpsLn != nil {
 		hs := s.httpServer()
 		hs.Protocols.SetHTTP1(true)
 		hs.Protocols.SetHTTP2(true)
-		hs.TLSConfig = &tls.Config{GetCertificate: s.getCertificate, MinVersion: tls.VersionTLS12}
-		servers = append(servers, hs)
-		go func() { errc <- hs.ServeTLS(httpsLn, "", "") }()
+		// The fast path makes the handshakes; hs serves the HTTP/2 connections and
+		// the HTTP/1.1 ones handed over (NextProtos tells Serve to set up HTTP/2).
+		hs.TLSConfig = &tls.Config{GetCertificate: s.getCertificate, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
+		hs.ConnContext = connContext
+		f := s.newFront(httpsLn, &tls.Config{GetCertificate: s.getCertificate, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}})
+		servers, fronts = append(servers, hs), append(fronts, f)
+		go func() { errc <- hs.Serve(f.handoff) }()
+		go func() { errc <- f.serve() }()
 	}
 	var err error
 	select {
@@ -247,8 +255,16 @@ func (s *Server) Serve(ctx context.Context, httpLn, httpsLn net.Listener) error 
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.ShutdownTimeout)
 	defer cancel()
+	for _, f := range fronts {
+		f.close()
+	}
 	for _, hs := range servers {
 		if serr := hs.Shutdown(sctx); serr != nil && err == nil {
+			err = fmt.Errorf("shutting down: %w", serr)
+		}
+	}
+	for _, f := range fronts {
+		if serr := f.shutdown(sctx); serr != nil && err == nil {
 			err = fmt.Errorf("shutting down: %w", serr)
 		}
 	}
