@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"sort"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -42,6 +45,9 @@ func (b *bench) failures(ctx context.Context) ([]string, error) {
 		lines = append(lines,
 			stats("speaker SIGKILLed -> next hop gone, "+label, killed),
 			stats("link cut -> next hop gone, "+label, cut))
+		if withBFD {
+			lines = append(lines, "  "+b.bfdReport(ctx))
+		}
 	}
 	return lines, nil
 }
@@ -102,4 +108,35 @@ func (b *bench) failNode(ctx context.Context, node int, cut bool) (time.Duration
 		return 0, err
 	}
 	return d, b.converged(ctx)
+}
+
+// bfdReport summarises the router's BFD sessions: per peer, its state, how
+// often it went down (FRR's counters) and the last diagnostics of both ends.
+// A planned stop costs one down per stop (AdminDown); more are sessions that
+// timed out, e.g. an end starved of CPU for longer than the detection time.
+func (b *bench) bfdReport(ctx context.Context) string {
+	peers, err := b.env.Lab.Vtysh(ctx, "show bfd peers json")
+	if err != nil {
+		return "router BFD: " + err.Error()
+	}
+	counters, err := b.env.Lab.Vtysh(ctx, "show bfd peers counters json")
+	if err != nil {
+		return "router BFD: " + err.Error()
+	}
+	var ps, cs []map[string]any
+	if json.Unmarshal([]byte(peers), &ps) != nil || json.Unmarshal([]byte(counters), &cs) != nil {
+		return fmt.Sprintf("router BFD: unreadable: %.200s / %.200s", peers, counters)
+	}
+	var parts []string
+	for _, p := range ps {
+		line := fmt.Sprintf("%v %v (diagnostic %q, remote %q)", p["peer"], p["status"], p["diagnostic"], p["remote-diagnostic"])
+		for _, c := range cs {
+			if c["peer"] == p["peer"] {
+				line += fmt.Sprintf(", up %v / down %v times", c["session-up"], c["session-down"])
+			}
+		}
+		parts = append(parts, line)
+	}
+	sort.Strings(parts)
+	return "router BFD: " + strings.Join(parts, "; ")
 }

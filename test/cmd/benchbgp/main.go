@@ -24,7 +24,7 @@
 // average, since the machine is shared.
 //
 // Usage (make bench-lab runs it): go run ./cmd/benchbgp [-trials 10]
-// [-bulk 1000] [-bulk-trials 3] [-only a,b,c,d]
+// [-bulk 1000] [-bulk-trials 3] [-only a,b,c,d] [-bfd]
 package main
 
 import (
@@ -62,6 +62,7 @@ func main() {
 	bulk := flag.Int("bulk", 1000, "Services of (b), at most 1000")
 	bulkTrials := flag.Int("bulk-trials", 3, "trials of (b) through the API; the pool switch runs 3x as many")
 	only := flag.String("only", "a,b,c,d", "scenarios to run")
+	withBFD := flag.Bool("bfd", false, "run BFD (100 ms x 3) from the start: (a), (b) and (d) with it; (c) runs both ways anyway and leaves it on for (d)")
 	flag.Parse()
 	if err := framework.CheckHost(); err != nil {
 		fmt.Fprintf(os.Stderr, "benchbgp: %v\n", err)
@@ -75,7 +76,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	defer cancel()
-	b := &bench{trials: *trials, bulk: *bulk, bulkTrials: *bulkTrials, only: strings.Split(*only, ",")}
+	b := &bench{trials: *trials, bulk: *bulk, bulkTrials: *bulkTrials, only: strings.Split(*only, ","), startBFD: *withBFD}
 	if err := b.run(ctx); err != nil {
 		fmt.Fprintf(os.Stderr, "benchbgp: FAILED: %v\n", err)
 		os.Exit(1)
@@ -116,6 +117,7 @@ type bench struct {
 	self     string
 	backends []framework.Backend
 	bfd      bool // the router and the BGPPeer run BFD
+	startBFD bool // -bfd
 }
 
 func (b *bench) run(ctx context.Context) (err error) {
@@ -155,7 +157,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	if err := b.startRouter(ctx, false); err != nil {
+	if err := b.startRouter(ctx, b.startBFD); err != nil {
 		return err
 	}
 	if b.backends, err = env.StartBackendsOn(ctx, ns, "web", "web", 3, 80); err != nil {
@@ -182,6 +184,9 @@ func (b *bench) run(ctx context.Context) (err error) {
 	} {
 		if !slices.Contains(b.only, sc.key) {
 			continue
+		}
+		if sc.key == "d" && b.bfd {
+			sc.title += ", BFD on"
 		}
 		say("%s: load average %s", sc.title, loadavg())
 		lines, err := sc.run(ctx)
