@@ -45,6 +45,7 @@ type loopState struct {
 	placed      map[netip.Addr][]string       // layer 2: interfaces answering, per owned address
 	advertised  map[netip.Addr]bool           // BGP: what the election has this node advertise
 	paths       map[netip.Addr]pathPlan       // BGP: what the last plan advertises
+	bgpStale    map[netip.Addr]bool           // BGP: advertised addresses whose Services or pool changed since
 	refused     map[string]string             // BGPPeers not opened, with why (last reported)
 	unannounced []netip.Addr                  // released by this node with no successor
 	dirty       struct{ claims, republish, l2, bgp bool }
@@ -58,7 +59,8 @@ func newLoopState() loopState {
 		pools: map[string]poolConfig{}, poolErr: map[string]string{},
 		peerAddrs: map[string]netip.Addr{}, alive: map[string]bool{},
 		owned: map[netip.Addr]bool{}, placed: map[netip.Addr][]string{},
-		advertised: map[netip.Addr]bool{}, paths: map[netip.Addr]pathPlan{}, refused: map[string]string{},
+		advertised: map[netip.Addr]bool{}, paths: map[netip.Addr]pathPlan{}, bgpStale: map[netip.Addr]bool{},
+		refused: map[string]string{},
 	}
 	ls.dirty.bgp = true // one plan once synced, even with nothing to advertise
 	return ls
@@ -293,6 +295,7 @@ func (s *Speaker) reindexService(key string, addrs []election.Address) {
 		}
 		if s.ls.advertised[ip] {
 			s.ls.dirty.bgp = true
+			s.ls.bgpStale[ip] = true
 		}
 	}
 }

@@ -75,7 +75,7 @@ func (f *fakePublisher) stop() {}
 
 // loopHarness drives a Speaker's event loop by hand over fake API clients.
 type loopHarness struct {
-	t      *testing.T
+	t      testing.TB
 	s      *Speaker
 	client *fake.Clientset
 	dyn    *dynamicfake.FakeDynamicClient
@@ -95,7 +95,7 @@ func node(name, ip string, lbls map[string]string) *corev1.Node {
 	}
 }
 
-func unstructuredOf(t *testing.T, obj runtime.Object, gvk schema.GroupVersionKind) *unstructured.Unstructured {
+func unstructuredOf(t testing.TB, obj runtime.Object, gvk schema.GroupVersionKind) *unstructured.Unstructured {
 	t.Helper()
 	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
 	if err != nil {
@@ -106,7 +106,7 @@ func unstructuredOf(t *testing.T, obj runtime.Object, gvk schema.GroupVersionKin
 	return u
 }
 
-func newLoopHarness(t *testing.T, objs []runtime.Object, crs ...*unstructured.Unstructured) *loopHarness {
+func newLoopHarness(t testing.TB, objs []runtime.Object, crs ...*unstructured.Unstructured) *loopHarness {
 	t.Helper()
 	h := &loopHarness{t: t, client: fake.NewClientset(objs...), l2: &fakeAnnouncer{}, pub: &fakePublisher{}, gossip: &fakeGossip{},
 		events: record.NewFakeRecorder(1000)}

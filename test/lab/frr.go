@@ -24,7 +24,21 @@ const frrBin = "/usr/lib/frr"
 // them; they use the pathspace -N <router netns>, i.e.
 // /var/run/frr/<router netns>/, and their vty is not reachable over TCP.
 // Configuration, pid files and logs are in Dir()/frr.
-func (l *Lab) StartFRR(ctx context.Context, bgpdConf string) (err error) {
+func (l *Lab) StartFRR(ctx context.Context, bgpdConf string) error {
+	return l.startFRR(ctx, bgpdConf, "")
+}
+
+// StartFRRWithBFD is StartFRR with FRR's bfdd running beside bgpd, with
+// bfddConf as its configuration (e.g. a profile that bgpd's "neighbor X bfd
+// profile P" names); it also waits until vtysh answers "show bfd peers json".
+func (l *Lab) StartFRRWithBFD(ctx context.Context, bgpdConf, bfddConf string) error {
+	if bfddConf == "" {
+		return errors.New("lab: StartFRRWithBFD without a bfdd configuration")
+	}
+	return l.startFRR(ctx, bgpdConf, bfddConf)
+}
+
+func (l *Lab) startFRR(ctx context.Context, bgpdConf, bfddConf string) (err error) {
 	if !l.spec.Router {
 		return errors.New("lab: StartFRR needs Spec.Router")
 	}
@@ -45,6 +59,9 @@ func (l *Lab) StartFRR(ctx context.Context, bgpdConf string) (err error) {
 	files := map[string]string{
 		"zebra.conf": "hostname router\n",
 		"bgpd.conf":  bgpdConf,
+	}
+	if bfddConf != "" {
+		files["bfdd.conf"] = bfddConf
 	}
 	uid, gid := -1, -1
 	if u, err := user.Lookup("frr"); err == nil {
@@ -97,10 +114,22 @@ func (l *Lab) StartFRR(ctx context.Context, bgpdConf string) (err error) {
 	}); err != nil {
 		return fmt.Errorf("lab: zebra did not come up: %w (%s)", err, tail(filepath.Join(dir, "zebra.out"), 1000))
 	}
+	var last error
+	if bfddConf != "" {
+		// Before bgpd, so bgpd's BFD registrations (relayed by zebra) find it.
+		if err := start("bfdd"); err != nil {
+			return err
+		}
+		if err := l.waitFRR(ctx, func() bool {
+			_, last = l.Vtysh(ctx, "show bfd peers json")
+			return last == nil
+		}); err != nil {
+			return fmt.Errorf("lab: bfdd did not come up: %w (last: %v; %s)", err, last, tail(filepath.Join(dir, "bfdd.out"), 1000))
+		}
+	}
 	if err := start("bgpd"); err != nil {
 		return err
 	}
-	var last error
 	if err := l.waitFRR(ctx, func() bool {
 		out, err := l.Vtysh(ctx, "show bgp summary json")
 		if err == nil && !json.Valid([]byte(out)) {
@@ -251,16 +280,53 @@ func (l *Lab) RouterRoutesDetail(ctx context.Context) (map[string]Route, error) 
 	return out, nil
 }
 
-// DefaultFRRConfig renders a bgpd configuration for the router: "frr defaults
-// datacenter", router bgp asn (0 means RouterASN 64512), router-id
-// 192.0.2.1, no bgp ebgp-requires-policy, maximum-paths 8, and each neighbor
-// with remote-as NodeASN (64600), activated in the address family of its
-// address. Without neighbors it uses every node's LAN address (and, with
-// IPv6, every node's IPv6 LAN address).
+// DefaultFRRConfig renders a bgpd configuration for the router:
+// RouterBGP{ASN: asn, Neighbors: neighbors}.Config(l).
 func DefaultFRRConfig(l *Lab, asn uint32, neighbors ...netip.Addr) string {
+	return RouterBGP{ASN: asn, Neighbors: neighbors}.Config(l)
+}
+
+// RouterBGP is bgpd's configuration on the lab router: "frr defaults
+// datacenter", router-id 192.0.2.1, one session per neighbour, ECMP over up
+// to 8 paths (eBGP and iBGP), no policy needed to accept routes (no bgp
+// ebgp-requires-policy).
+type RouterBGP struct {
+	// ASN is the router's AS; zero means RouterASN (64512).
+	ASN uint32
+	// NeighborASN is every neighbour's AS; zero means NodeASN (eBGP).
+	// Set it to ASN for iBGP.
+	NeighborASN uint32
+	// Neighbors are the sessions' node addresses; empty means every node's
+	// LAN address (and, with Spec.IPv6, every node's IPv6 LAN address).
+	// IPv6 neighbours are activated for IPv6 unicast.
+	Neighbors []netip.Addr
+	// Passwords are TCP MD5 passwords by neighbour ("neighbor X password").
+	Passwords map[netip.Addr]string
+	// BFD asks for BFD on every session with profile RouterBFDProfile: start
+	// FRR with l.StartFRRWithBFD(ctx, conf, RouterBFDConfig).
+	BFD bool
+	// Keepalive and Hold are "neighbor X timers"; zero keeps FRR's (3s/9s
+	// with the datacenter defaults).
+	Keepalive, Hold time.Duration
+}
+
+// RouterBFDProfile names the bfdd profile of RouterBFDConfig.
+const RouterBFDProfile = "ironlb"
+
+// RouterBFDConfig is bfdd's configuration for RouterBGP.BFD: 100 ms in both
+// directions, detection after 3 missed packets (300 ms).
+const RouterBFDConfig = "bfd\n profile " + RouterBFDProfile + "\n  receive-interval 100\n  transmit-interval 100\n  detect-multiplier 3\n !\n!\n"
+
+// Config renders bgpd's configuration for lab l.
+func (r RouterBGP) Config(l *Lab) string {
+	asn, remote := r.ASN, r.NeighborASN
 	if asn == 0 {
 		asn = RouterASN
 	}
+	if remote == 0 {
+		remote = NodeASN
+	}
+	neighbors := r.Neighbors
 	if len(neighbors) == 0 {
 		for i := 1; i <= l.spec.Nodes; i++ {
 			neighbors = append(neighbors, l.NodeIP(i))
@@ -279,7 +345,16 @@ func DefaultFRRConfig(l *Lab, asn uint32, neighbors ...netip.Addr) string {
 		if CheckAddr(n) != nil {
 			continue // never configure a peer outside the lab ranges
 		}
-		fmt.Fprintf(&b, " neighbor %s remote-as %d\n", n, NodeASN)
+		fmt.Fprintf(&b, " neighbor %s remote-as %d\n", n, remote)
+		if pw := r.Passwords[n]; pw != "" {
+			fmt.Fprintf(&b, " neighbor %s password %s\n", n, pw)
+		}
+		if r.BFD {
+			fmt.Fprintf(&b, " neighbor %s bfd profile %s\n", n, RouterBFDProfile)
+		}
+		if r.Hold > 0 {
+			fmt.Fprintf(&b, " neighbor %s timers %d %d\n", n, int(r.Keepalive.Seconds()), int(r.Hold.Seconds()))
+		}
 		if n.Is4() {
 			v4 = append(v4, n)
 		} else {
@@ -293,7 +368,7 @@ func DefaultFRRConfig(l *Lab, asn uint32, neighbors ...netip.Addr) string {
 		if len(af.peers) == 0 && af.name == "ipv6" {
 			continue
 		}
-		fmt.Fprintf(&b, " !\n address-family %s unicast\n  maximum-paths 8\n", af.name)
+		fmt.Fprintf(&b, " !\n address-family %s unicast\n  maximum-paths 8\n  maximum-paths ibgp 8\n", af.name)
 		for _, n := range af.peers {
 			fmt.Fprintf(&b, "  neighbor %s activate\n", n)
 		}
