@@ -529,10 +529,31 @@ func (m *Manager) onBFDChange(c bfd.Change) {
 		m.emit(Event{Time: c.Time, Peer: c.Peer, Type: EventBFDUp})
 	case c.Old == bfd.StateUp:
 		m.emit(Event{Time: c.Time, Peer: c.Peer, Type: EventBFDDown, Detail: c.Diag.String()})
-		if c.State == bfd.StateDown && c.Remote != bfd.StateAdminDown {
+		if pathFailed(c) {
 			m.events.push(func() { m.resetPeer(c.Peer, c.Diag) })
 		}
 	}
+}
+
+// pathFailed reports whether a BFD session that left Up says the forwarding
+// path failed, so the BGP session must go: this side's detection time
+// expired, or the remote side went down for a failure it diagnosed. A remote
+// side that signals Down without a diagnostic only started its session again
+// (FRR does so when it replaces a session at every BGP session start, and a
+// restarted bfdd does too), and one that signals AdminDown is an
+// administrative act (RFC 5882 section 3.2): its packets arrive, the path
+// works, and resetting BGP would withdraw every route for nothing.
+func pathFailed(c bfd.Change) bool {
+	if c.State != bfd.StateDown {
+		return false
+	}
+	switch c.Diag {
+	case bfd.DiagControlDetectExpired:
+		return true
+	case bfd.DiagNeighborSignaledDown:
+		return c.Remote != bfd.StateAdminDown && c.RemoteDiag != bfd.DiagNone && c.RemoteDiag != bfd.DiagAdministrativelyDown
+	}
+	return false
 }
 
 func (m *Manager) resetPeer(a netip.Addr, d bfd.Diag) {

@@ -33,6 +33,7 @@ type machine struct {
 	yourDiscr uint32 // bfd.RemoteDiscr
 
 	remoteState      State
+	remoteDiag       Diag          // the diagnostic of the last packet received
 	remoteMinRx      time.Duration // bfd.RemoteMinRxInterval
 	remoteDesiredTx  time.Duration
 	remoteDetectMult uint8
@@ -81,6 +82,7 @@ func (m *machine) receive(p ControlPacket, now time.Time) bool {
 	}
 	m.yourDiscr = p.MyDiscriminator
 	m.remoteState = p.State
+	m.remoteDiag = p.Diag
 	m.remoteMinRx = p.RequiredMinRxInterval
 	m.remoteDesiredTx = p.DesiredMinTxInterval
 	m.remoteDetectMult = p.DetectMult
@@ -109,6 +111,7 @@ func (m *machine) expire(now time.Time) bool {
 	m.detectDeadline = time.Time{}
 	m.yourDiscr = 0
 	m.remoteState = StateDown
+	m.remoteDiag = DiagNone
 	return m.apply(evDetectExpired)
 }
 

@@ -117,6 +117,27 @@ func TestRemoteSignalsDown(t *testing.T) {
 	}
 }
 
+// The diagnostic the remote side sends is kept: a restarted remote session
+// (a new discriminator, Down, no diagnostic) and a remote detection failure
+// both take this side Down, and only the diagnostic tells them apart.
+func TestRemoteDiagnosticKept(t *testing.T) {
+	now := time.Unix(1000, 0)
+	a, _ := upPair(t, now)
+	restarted := newMachine(7, fast)
+	if !exchange(t, restarted, a, now) || a.state != StateDown || a.diag != DiagNeighborSignaledDown || a.remoteDiag != DiagNone {
+		t.Fatalf("after the remote restarted: %s %s, remote diag %s", a.state, a.diag, a.remoteDiag)
+	}
+
+	a, b := upPair(t, now)
+	later := now.Add(time.Second)
+	if !b.expire(later) || b.state != StateDown {
+		t.Fatalf("b did not time out: %s", b.state)
+	}
+	if !exchange(t, b, a, later) || a.state != StateDown || a.remoteDiag != DiagControlDetectExpired {
+		t.Fatalf("after the remote timed out: %s, remote diag %s", a.state, a.remoteDiag)
+	}
+}
+
 func TestPollSequenceDefersSlowerTimers(t *testing.T) {
 	now := time.Unix(1000, 0)
 	a, b := upPair(t, now)

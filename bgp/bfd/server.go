@@ -43,7 +43,12 @@ type Change struct {
 	Remote State
 	// Diag says why the session left Up (or "none").
 	Diag Diag
-	Time time.Time
+	// RemoteDiag is the diagnostic in the remote side's last packet: with
+	// Diag DiagNeighborSignaledDown it says why the remote side went down
+	// (DiagNone: its session was only started again, e.g. a daemon restart
+	// or a router replacing a session, and the path works).
+	RemoteDiag Diag
+	Time       time.Time
 }
 
 // SessionConfig describes one single-hop session.
@@ -460,7 +465,7 @@ func (s *session) run() {
 		log.V(1).Info("BFD session state changed", "from", old, "to", s.m.state, "diag", s.m.diag)
 		s.snapshot() // a reader told of the change sees it in Sessions
 		if s.srv.cfg.OnChange != nil {
-			s.srv.cfg.OnChange(Change{Peer: s.peer, State: s.m.state, Old: old, Remote: s.m.remoteState, Diag: s.m.diag, Time: now})
+			s.srv.cfg.OnChange(Change{Peer: s.peer, State: s.m.state, Old: old, Remote: s.m.remoteState, Diag: s.m.diag, RemoteDiag: s.m.remoteDiag, Time: now})
 		}
 	}
 	for {

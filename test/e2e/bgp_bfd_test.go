@@ -17,7 +17,7 @@ import (
 // link back, node3's session and BFD come up again and the route has all
 // three next hops.
 func TestBGPBFD(t *testing.T) {
-	speakersUp(t)
+	sps := speakersUp(t)
 	startRouterFRR(t, lab.RouterBGP{BFD: true, Keepalive: 10 * time.Second, Hold: 30 * time.Second})
 	mustCreatePeer(t, `{apiVersion: ironlb.io/v1alpha1, kind: BGPPeer, metadata: {name: bfd}, spec: {peerAddress: 192.0.2.1, peerASN: 64512, myASN: 64600, holdTime: 30s, keepaliveTime: 10s, bfd: {minTx: 100ms, minRx: 100ms, multiplier: 3}}}`)
 	_, vips, backends := bgpService(t, "bgp-bfd", `{apiVersion: ironlb.io/v1alpha1, kind: IPPool, metadata: {name: bgp-bfd}, spec: {addresses: ["203.0.113.50-203.0.113.59"], advertise: {bgp: {}}}}`, 8000)
@@ -50,6 +50,13 @@ func TestBGPBFD(t *testing.T) {
 	}
 	bfdUp("every node")
 	curlVIP(t, vips[0], 8000, backends)
+	for _, sp := range sps {
+		eventually(t, sp.Name+": ironlb_bfd_session_up 1", 10*time.Second, func() bool {
+			text, err := env.SpeakerMetrics(t.Context(), sp)
+			v, ok := framework.MetricValue(text, `ironlb_bfd_session_up{peer="192.0.2.1"}`)
+			return err == nil && ok && v == 1
+		})
+	}
 
 	if err := env.SetSwitchPort(t.Context(), "node3", false); err != nil {
 		t.Fatal(err)
