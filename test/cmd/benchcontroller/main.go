@@ -57,7 +57,7 @@ const (
 
 func main() {
 	burst := flag.Int("burst", 1000, "Services in the burst (a)")
-	live := flag.Int("live", 10000, "live Services for the restart measurements (b)")
+	live := flag.Int("live", 10000, "live Services for the restart measurements (b); at most -burst skips (b)")
 	withMetalLB := flag.Bool("metallb", true, "also measure MetalLB's controller")
 	flag.Parse()
 	if err := framework.CheckHost(); err != nil {
@@ -221,6 +221,9 @@ func measure(ctx context.Context, env *framework.Env, client kubernetes.Interfac
 	say("%s: (a) %d Services created in %v; all addressed %v after the first create (%v after the last)",
 		im.name, burst, m.burstCreate.Round(time.Millisecond), m.burstAll.Round(time.Millisecond), m.burstAfterLast.Round(time.Millisecond))
 
+	if live <= burst {
+		return m, nil
+	}
 	// (b) live population.
 	more := live - burst
 	say("%s: (b) creating %d more Services (%d live)", im.name, more, live)
@@ -319,6 +322,12 @@ func report(rs []measurement, burst, live int, floor time.Duration) {
 	row(fmt.Sprintf("(a) %d Services created at once: first create -> all addressed", burst), func(m measurement) string { return d(m.burstAll) })
 	row("(a) of which creating them (the load generator)", func(m measurement) string { return d(m.burstCreate) })
 	row("(a) last create -> all addressed", func(m measurement) string { return d(m.burstAfterLast) })
+	if live <= burst {
+		if len(rs) == 2 {
+			fmt.Printf("\n(a) burst: %s %.1fx faster than %s\n", rs[0].impl, float64(rs[1].burstAll)/float64(rs[0].burstAll), rs[1].impl)
+		}
+		return
+	}
 	row(fmt.Sprintf("%d more Services created and addressed", live-burst), func(m measurement) string { return d(m.liveAll) })
 	row(fmt.Sprintf("(b) rolling restart (SIGTERM, new process), %d live: new Service addressed after", live), func(m measurement) string { return d(m.rolling) })
 	row("(b) rolling restart: Service writes for unchanged Services", func(m measurement) string { return strconv.Itoa(m.rollingWrites) })
