@@ -26,3 +26,5 @@ apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # FRR's package starts its own daemons in the root namespace; the lab runs its own per namespace.
 if [[ " ${missing[*]} " == *" frr "* ]]; then systemctl disable --now frr >/dev/null 2>&1 || true; fi
 if [[ " ${missing[*]} " == *" bird2 "* ]]; then systemctl disable --now bird >/dev/null 2>&1 || true; fi
+# nginx is the Ingress benchmark's yardstick, run per namespace; not a root-namespace web server.
+if [[ " ${missing[*]} " == *" nginx "* ]]; then systemctl disable --now nginx >/dev/null 2>&1 || true; fi

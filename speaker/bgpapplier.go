@@ -111,6 +111,7 @@ type bgpApplier struct {
 	once   sync.Once
 
 	applied atomic.Bool // the latest plan took effect
+	ready   atomic.Bool // a plan took effect once (readiness)
 	mgr     *bgp.Manager
 	names   map[netip.Addr]string // sessions written, by peer address -> BGPPeer
 	written map[string]bool       // BGPSession names written
@@ -127,8 +128,9 @@ type refusal struct {
 // retryApply is the pause before applying again after an error.
 const retryApply = time.Second
 
-func newBGPApplier(s *Speaker, routerID netip.Addr) *bgpApplier {
-	return &bgpApplier{s: s, routerID: routerID, kick: make(chan struct{}, 1), halt: make(chan struct{}),
+// newBGPApplier returns an applier; set routerID before run.
+func newBGPApplier(s *Speaker) *bgpApplier {
+	return &bgpApplier{s: s, kick: make(chan struct{}, 1), halt: make(chan struct{}),
 		written: map[string]bool{}, refusedSince: map[string]refusal{}}
 }
 
@@ -148,7 +150,9 @@ func (a *bgpApplier) set(p bgpPlan) {
 	a.poke()
 }
 
-func (a *bgpApplier) configured() bool { return a.applied.Load() }
+// configured reports whether a plan took effect once since start: readiness
+// must not flap with every change that is being applied.
+func (a *bgpApplier) configured() bool { return a.ready.Load() }
 
 // stop withdraws everything and closes the sessions; run returns after.
 func (a *bgpApplier) stop() { a.once.Do(func() { close(a.halt) }) }
@@ -195,6 +199,7 @@ func (a *bgpApplier) run(ctx context.Context) {
 				a.mu.Lock()
 				a.applied.Store(a.plan == current)
 				a.mu.Unlock()
+				a.ready.Store(true)
 			}
 		}
 		a.writeSessions(ctx, current)

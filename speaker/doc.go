@@ -17,6 +17,11 @@
 // Run needs CAP_NET_RAW (ARP/NDP) and the node's network namespace
 // (hostNetwork); Cleanup removes a node's status objects (--cleanup).
 //
+// With Config.Proxy (--proxy=iptables) the speaker also runs package proxy, the
+// iptables programmer that replaces kube-proxy, on its own Service,
+// EndpointSlice and Node informers (one watch per resource for both; CAP_NET_ADMIN).
+// Without it (--proxy=none, the default) a stock kube-proxy forwards the VIPs.
+//
 // # What it watches
 //
 // LoadBalancer Services whose spec.loadBalancerClass is unset or

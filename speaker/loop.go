@@ -352,15 +352,21 @@ func (s *Speaker) syncNode(name string) {
 		} else {
 			delete(s.ls.peerAddrs, name)
 		}
-		var peers []netip.AddrPort
-		for n, a := range s.ls.peerAddrs {
-			if n != s.self {
-				peers = append(peers, netip.AddrPortFrom(a, uint16(s.cfg.MemberlistPort)))
-			}
-		}
-		s.gossip.SetPeers(peers)
+		s.setPeers()
 	}
 	s.apply(ch)
+}
+
+// setPeers hands memberlist every other Node's address; those that are not
+// members are joined at once.
+func (s *Speaker) setPeers() {
+	peers := make([]netip.AddrPort, 0, len(s.ls.peerAddrs))
+	for n, a := range s.ls.peerAddrs {
+		if n != s.self {
+			peers = append(peers, netip.AddrPortFrom(a, uint16(s.cfg.MemberlistPort)))
+		}
+	}
+	s.gossip.SetPeers(peers)
 }
 
 func (s *Speaker) syncPool(name string) {
@@ -508,7 +514,14 @@ func (s *Speaker) setL2Status(ip netip.Addr, ifs []string) {
 
 // handleConflict applies the l2 package's split-brain rule: the election
 // alone decides; the elected owner re-announces, anyone else yields.
+//
+// Another node answering for an address this one owns also means the two
+// speakers' views differ; when that is because memberlist lost the other
+// (a partition that has healed), waiting for the next periodic rejoin (10s)
+// would leave both answering. So every conflict also rejoins the Nodes that
+// are not members now.
 func (s *Speaker) handleConflict(c l2.Conflict) {
+	s.setPeers()
 	o, _ := s.e.Owner(c.VIP)
 	if o == s.self && s.ls.owned[c.VIP] && !s.leaving.Load() {
 		err := s.l2.Reannounce(c.VIP)

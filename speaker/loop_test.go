@@ -125,7 +125,7 @@ func newLoopHarness(t *testing.T, objs []runtime.Object, crs ...*unstructured.Un
 	}
 	s.recorder = h.events
 	s.l2, s.gossip, s.publisher = h.l2, h.gossip, h.pub
-	s.bgp = newBGPApplier(s, s.cfg.NodeIP)
+	s.bgp.routerID = s.cfg.NodeIP
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	s.factory.Start(ctx.Done())

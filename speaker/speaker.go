@@ -209,6 +209,7 @@ func New(cfg Config) (*Speaker, error) {
 		e:  election.New(cfg.NodeName),
 		ls: newLoopState(),
 	}
+	s.bgp = newBGPApplier(s)
 	if err := s.setupInformers(); err != nil {
 		return nil, err
 	}
@@ -473,7 +474,7 @@ func (s *Speaker) Run(ctx context.Context) error {
 		}
 	}()
 
-	s.bgp = newBGPApplier(s, routerID(s.cfg.NodeIP, s.self, s.nodes))
+	s.bgp.routerID = routerID(s.cfg.NodeIP, s.self, s.nodes)
 	bgpDone := make(chan struct{})
 	go func() {
 		defer close(bgpDone)
@@ -573,7 +574,7 @@ func (s *Speaker) Ready() error {
 		return errors.New("memberlist not joined and settled")
 	case s.leaving.Load():
 		return errors.New("stopping")
-	case s.bgp != nil && !s.bgp.configured():
+	case !s.bgp.configured():
 		return errors.New("BGP sessions not configured yet")
 	case s.cfg.Proxy != nil && !s.cfg.Proxy.Healthy():
 		return errors.New("proxy: iptables not synced")

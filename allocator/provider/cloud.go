@@ -84,6 +84,11 @@ type Options struct {
 	RetryAfter time.Duration
 	// Metrics receives allocator gauges and counters; nil keeps them unexported.
 	Metrics *Metrics
+	// EventQPS is the rate at which Events are written (default 10 per second, bursts
+	// of twice that). Events are queued, never dropped below 100,000 waiting, and
+	// trail the status writes during a burst of Services instead of competing with
+	// them and with the Services' own creation.
+	EventQPS float32
 }
 
 // Cloud is the ironlb cloud provider. Create it with New; it is safe for concurrent use.
@@ -129,6 +134,9 @@ func New(opts Options) *Cloud {
 	}
 	if opts.RetryAfter <= 0 {
 		opts.RetryAfter = 30 * time.Second
+	}
+	if opts.EventQPS <= 0 {
+		opts.EventQPS = 10
 	}
 	return &Cloud{
 		opts:        opts,
@@ -221,7 +229,9 @@ func (c *Cloud) startOnceFn(ctx context.Context, client, eventsFrom kubernetes.I
 	c.client, c.dyn = client, dyn
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	broadcaster.StartStructuredLogging(3)
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: eventsFrom.CoreV1().Events("")})
+	sink := newTrailingSink(&typedcorev1.EventSinkImpl{Interface: eventsFrom.CoreV1().Events("")}, c.opts.EventQPS, int(2*c.opts.EventQPS))
+	go sink.run(ctx)
+	broadcaster.StartRecordingToSink(sink)
 	c.recorder = broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: "ironlb-controller"})
 	go func() { <-ctx.Done(); broadcaster.Shutdown() }()
 

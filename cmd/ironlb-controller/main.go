@@ -63,6 +63,7 @@ const serviceControllerName = "ironlb-service-controller"
 const drainTimeout = 10 * time.Second
 
 type flags struct {
+	eventQPS       float32
 	lbClass        string
 	serveClassless bool
 	metricsAddr    string
@@ -89,6 +90,8 @@ func main() {
 		"spec.loadBalancerClass served besides unset; Services of other classes are left alone")
 	fs.BoolVar(&f.serveClassless, "serve-classless", true,
 		"serve LoadBalancer Services without spec.loadBalancerClass (ironlb is the cluster's default provider)")
+	fs.Float32Var(&f.eventQPS, "event-qps", 10,
+		"Events written per second at most (bursts of twice that); during a burst of Services they trail the status writes, queued, not dropped")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", ":7472",
 		"plain-HTTP address serving Prometheus metrics on /metrics and /healthz, /readyz; empty disables")
 
@@ -140,7 +143,7 @@ func newCommand(opts *options.CloudControllerManagerOptions, extra cliflag.Named
 			if name := completed.ComponentConfig.KubeCloudShared.CloudProvider.Name; name != provider.ProviderName {
 				klog.Fatalf("--cloud-provider=%q: ironlb-controller only runs the %q provider", name, provider.ProviderName)
 			}
-			cloud := provider.New(provider.Options{LoadBalancerClass: f.lbClass, IgnoreClassless: !f.serveClassless, Metrics: metrics})
+			cloud := provider.New(provider.Options{LoadBalancerClass: f.lbClass, IgnoreClassless: !f.serveClassless, EventQPS: f.eventQPS, Metrics: metrics})
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			// Warm caches while waiting for the lease: a takeover then costs the

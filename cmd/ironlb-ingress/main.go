@@ -6,10 +6,11 @@
 //	ironlb-ingress [--kubeconfig=F] [--ingress-class=ironlb] [--publish-service=NS/NAME]
 //	    [--http-addr=:80] [--https-addr=:443] [--metrics-addr=:10254]
 //	    [--default-certificate=NS/NAME] [--trusted-proxies=CIDR,...]
-//	    [--balancing=round-robin|least-requests] [--shutdown-delay=5s] [-v=N]
+//	    [--balancing=round-robin|least-requests] [--shutdown-delay=5s] [--profiling] [-v=N]
 //
 // The metrics address serves /metrics (ironlb_ingress_*), /healthz (the process runs)
-// and /readyz (a routing table was built from complete caches).
+// and /readyz (a routing table was built from complete caches), and with --profiling
+// also Go's profiles under /debug/pprof/ (net/http/pprof).
 package main
 
 import (
@@ -18,6 +19,7 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -49,16 +51,17 @@ func main() {
 		trusted        = flag.String("trusted-proxies", "", "comma list of CIDRs whose X-Forwarded-For/-Proto/-Host/-Port are believed; empty: none")
 		balancing      = flag.String("balancing", "round-robin", "endpoint choice: round-robin or least-requests")
 		shutdownDelay  = flag.Duration("shutdown-delay", 5*time.Second, "after SIGTERM, keep accepting connections this long (while load balancers drop this Pod), then drain requests in flight for up to 25s")
+		profiling      = flag.Bool("profiling", false, "serve Go's profiles (net/http/pprof) under /debug/pprof/ on the metrics address")
 	)
 	flag.Parse()
-	if err := run(*kubeconfig, *ingressClass, *publishService, *httpAddr, *httpsAddr, *metricsAddr, *defaultCert, *trusted, *balancing, *shutdownDelay); err != nil {
+	if err := run(*kubeconfig, *ingressClass, *publishService, *httpAddr, *httpsAddr, *metricsAddr, *defaultCert, *trusted, *balancing, *shutdownDelay, *profiling); err != nil {
 		klog.ErrorS(err, "ironlb-ingress failed")
 		klog.FlushAndExit(klog.ExitFlushTimeout, 1)
 	}
 	klog.Flush()
 }
 
-func run(kubeconfig, ingressClass, publishService, httpAddr, httpsAddr, metricsAddr, defaultCert, trusted, balancing string, shutdownDelay time.Duration) error {
+func run(kubeconfig, ingressClass, publishService, httpAddr, httpsAddr, metricsAddr, defaultCert, trusted, balancing string, shutdownDelay time.Duration, profiling bool) error {
 	var proxies []netip.Prefix
 	for f := range strings.SplitSeq(trusted, ",") {
 		if f = strings.TrimSpace(f); f == "" {
@@ -110,7 +113,7 @@ func run(kubeconfig, ingressClass, publishService, httpAddr, httpsAddr, metricsA
 	go func() { errc <- ctrl.Run(ctx) }()
 	if metricsAddr != "" {
 		go func() {
-			errc <- serveMetrics(ctx, metricsAddr, reg, func() bool { return srv.Ready() && ctrl.Synced() })
+			errc <- serveMetrics(ctx, metricsAddr, reg, profiling, func() bool { return srv.Ready() && ctrl.Synced() })
 		}()
 	}
 	klog.InfoS("ironlb-ingress started", "class", ingressClass, "http", httpAddr, "https", httpsAddr, "publishService", publishService)
@@ -130,8 +133,15 @@ func run(kubeconfig, ingressClass, publishService, httpAddr, httpsAddr, metricsA
 	return nil
 }
 
-func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, ready func() bool) error {
+func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, profiling bool, ready func() bool) error {
 	mux := http.NewServeMux()
+	if profiling {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {

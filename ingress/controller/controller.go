@@ -370,8 +370,9 @@ func (c *Controller) sync(ctx context.Context) error {
 
 	table, buildProblems := ingress.Build(in)
 	c.emit(handled, append(buildProblems, problems...))
-	c.cfg.Sink.Update(table)
+	// Synced before the Table is out: whoever sees the Table sees Synced too.
 	c.synced.Store(true)
+	c.cfg.Sink.Update(table)
 	klog.V(2).InfoS("Routing table published", "ingresses", len(handled), "routes", table.Len(),
 		"upstreams", len(table.Upstreams()), "duration", time.Since(start))
 	return c.writeStatus(ctx, handled)

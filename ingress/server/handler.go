@@ -81,8 +81,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if idle <= 0 {
 		idle = s.opts.ReadTimeout
 	}
-	c := &call{s: s, pool: pl, route: route, base: s.transport(o.BackendProtocol, idle), scheme: "http",
-		client: cl, path: p, idle: idle}
+	c := &call{s: s, pool: pl, route: route, scheme: "http", client: cl, path: p, idle: idle}
+	if o.BackendProtocol == ingress.ProtocolHTTP && direct(r) {
+		s.forward(rec, r, c)
+		return
+	}
+	c.base = s.transport(o.BackendProtocol, idle)
 	if o.BackendProtocol == ingress.ProtocolHTTPS || o.BackendProtocol == ingress.ProtocolGRPCS {
 		c.scheme = "https"
 	}

@@ -162,6 +162,11 @@ func (s *Server) Update(t *ingress.Table) {
 		}
 		pools[u] = p
 	}
+	for a, e := range s.eps {
+		if live[a] == nil {
+			e.idle.closeIdle(time.Time{}, true) // the endpoint left every Table
+		}
+	}
 	s.eps = live
 	s.cur.Store(&state{table: t, pools: pools})
 	s.opts.Metrics.reload()
@@ -208,6 +213,9 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 // Options.ShutdownTimeout for requests in flight. Upgraded connections (WebSockets)
 // are not waited for.
 func (s *Server) Serve(ctx context.Context, httpLn, httpsLn net.Listener) error {
+	sweepCtx, stopSweep := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSweep()
+	go s.sweepIdle(sweepCtx)
 	var servers []*http.Server
 	errc := make(chan error, 2)
 	if httpLn != nil {

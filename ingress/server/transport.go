@@ -121,13 +121,48 @@ type roundTripper struct{}
 
 func (roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	c := req.Context().Value(callKey{}).(*call)
-	s := c.s
+	hasBody := req.Body != nil && req.Body != http.NoBody
+	var res *http.Response
+	err := c.s.tryEndpoints(c.pool, idempotent(req.Method) && !hasBody,
+		func() bool { return req.Context().Err() != nil || c.tooLarge.Load() },
+		func(e *endpoint) (bool, error) {
+			out := *req
+			u := *req.URL
+			u.Scheme, u.Host = c.scheme, e.hostport
+			out.URL = &u
+			if hasBody {
+				// The transport closes the body after a failed dial; keep it readable
+				// for the next endpoint. ReverseProxy closes the real one.
+				out.Body = keepOpen{req.Body}
+			}
+			e.inflight.Add(1)
+			r, err := c.base.RoundTrip(&out)
+			if err != nil {
+				e.inflight.Add(-1)
+				var de *dialError
+				return errors.As(err, &de), err
+			}
+			e.succeeded()
+			c.upgraded = r.StatusCode == http.StatusSwitchingProtocols
+			r.Body = newResponseBody(r.Body, e, c.idle, c.upgraded)
+			res = r
+			return false, nil
+		})
+	return res, err
+}
+
+// tryEndpoints calls try with endpoints of p until one succeeds, at most MaxTries: a
+// try that could not connect (try reports connFailed) goes on to another endpoint;
+// one that failed after connecting only when retryable; none after abort() or a
+// timeout (the backend is slow, not gone: proxy-read-timeout). Failures count
+// towards the endpoint's ejection.
+func (s *Server) tryEndpoints(p *pool, retryable bool, abort func() bool, try func(*endpoint) (connFailed bool, err error)) error {
 	var triedBuf [4]*endpoint
 	tried := triedBuf[:0]
-	var lastErr error = errNoEndpoint
+	err := errNoEndpoint
 	for len(tried) < s.opts.MaxTries {
 		now := time.Now().UnixNano()
-		e := c.pool.pick(s.opts.Balancing, tried, now)
+		e := p.pick(s.opts.Balancing, tried, now)
 		if e == nil {
 			break
 		}
@@ -135,42 +170,22 @@ func (roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 			s.opts.Metrics.retry()
 		}
 		tried = append(tried, e)
-		out := *req
-		u := *req.URL
-		u.Scheme, u.Host = c.scheme, e.hostport
-		out.URL = &u
-		if req.Body != nil && req.Body != http.NoBody {
-			// The transport closes the body after a failed dial; keep it readable
-			// for the next endpoint. ReverseProxy closes the real one.
-			out.Body = keepOpen{req.Body}
+		var connFailed bool
+		if connFailed, err = try(e); err == nil || abort() {
+			return err
 		}
-		e.inflight.Add(1)
-		res, err := c.base.RoundTrip(&out)
-		if err == nil {
-			e.succeeded()
-			c.upgraded = res.StatusCode == http.StatusSwitchingProtocols
-			res.Body = newResponseBody(res.Body, e, c.idle, c.upgraded)
-			return res, nil
-		}
-		e.inflight.Add(-1)
-		lastErr = err
-		if req.Context().Err() != nil || c.tooLarge.Load() {
-			return nil, err
-		}
-		var de *dialError
-		connFailed := errors.As(err, &de)
 		var ne net.Error
 		if !connFailed && errors.As(err, &ne) && ne.Timeout() {
-			return nil, err // the backend is slow, not gone: proxy-read-timeout
+			return err
 		}
 		if e.failed(now, s.opts.FailureThreshold, s.opts.EjectFor) {
 			s.opts.Metrics.ejection()
 		}
-		if !connFailed && !(idempotent(req.Method) && (req.Body == nil || req.Body == http.NoBody)) {
-			return nil, err
+		if !connFailed && !retryable {
+			return err
 		}
 	}
-	return nil, lastErr
+	return err
 }
 
 type keepOpen struct{ io.Reader }

@@ -28,6 +28,8 @@ type endpoint struct {
 	inflight atomic.Int64
 	fails    atomic.Int32
 	ejected  atomic.Int64 // unix nanoseconds until which the endpoint is skipped
+
+	idle idleConns // keep-alive connections of the direct path
 }
 
 func newEndpoint(a netip.AddrPort) *endpoint {

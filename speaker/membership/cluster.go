@@ -185,7 +185,10 @@ func (c *Cluster) Join(ctx context.Context, peers []netip.AddrPort) (int, error)
 // InternalIPs and the memberlist port; this node's own is ignored). Those that
 // are not alive members are joined now in the background, and again every
 // 10 s while they are not: a Node added later, a speaker that was down, or a
-// partition that memberlist gave up on. Call it from the Node informer; it does
+// partition that memberlist gave up on. "Now" holds even while an earlier join
+// still waits (up to the TCP timeout) for a peer that does not answer: up to four
+// joins run at once. Call it from the Node informer, and again whenever there is
+// reason to think a peer is back (the speaker does on an ARP conflict); it does
 // not block.
 func (c *Cluster) SetPeers(peers []netip.AddrPort) {
 	c.peersMu.Lock()
@@ -201,28 +204,47 @@ func (c *Cluster) rejoinLoop() {
 	defer c.wg.Done()
 	t := time.NewTicker(rejoinInterval)
 	defer t.Stop()
+	// Joins run concurrently, at most maxRejoins at a time: a join toward a
+	// peer that is still unreachable waits up to tcpTimeout, and a trigger
+	// arriving meanwhile (the network healed) must not wait for it.
+	done := make(chan struct{}, maxRejoins)
+	inFlight, pending := 0, false
 	for {
 		select {
 		case <-c.stop:
 			return
 		case <-c.rejoin:
+			pending = true
 		case <-t.C:
+			pending = true
+		case <-done:
+			inFlight--
 		}
+		if !pending || inFlight == maxRejoins {
+			continue
+		}
+		pending = false
+		inFlight++
 		c.peersMu.Lock()
 		peers := c.peers
 		c.peersMu.Unlock()
-		ctx, cancel := context.WithCancel(context.Background())
+		c.wg.Add(1)
 		go func() {
-			select {
-			case <-c.stop:
-				cancel()
-			case <-ctx.Done():
+			defer c.wg.Done()
+			defer func() { done <- struct{}{} }()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go func() {
+				select {
+				case <-c.stop:
+					cancel()
+				case <-ctx.Done():
+				}
+			}()
+			if n, err := c.Join(ctx, peers); err != nil {
+				klog.V(2).InfoS("Joining speakers that are not members", "node", c.name, "joined", n, "err", err)
 			}
 		}()
-		if n, err := c.Join(ctx, peers); err != nil {
-			klog.V(2).InfoS("Joining speakers that are not members", "node", c.name, "joined", n, "err", err)
-		}
-		cancel()
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"runtime"
 	"slices"
 	"sort"
@@ -284,13 +285,13 @@ func TestLeaveIsSeenAtOnce(t *testing.T) {
 	for trial := range 10 {
 		leaver := ms[3]
 		t0 := time.Now()
-		if err := leaver.c.Leave(time.Second); err != nil {
+		if err := leaver.c.Leave(5 * time.Second); err != nil { // generous: the machine may be loaded
 			t.Fatal(err)
 		}
 		var last time.Time
 		left := 0
 		for _, m := range ms[:3] {
-			m.waitUntil(2*time.Second, "node-4's leave", func() bool { _, ok := m.leaveOf(leaver.name, t0); return ok })
+			m.waitUntil(5*time.Second, "node-4's leave", func() bool { _, ok := m.leaveOf(leaver.name, t0); return ok })
 			m.mu.Lock()
 			s, _ := m.leaveOf(leaver.name, t0)
 			m.mu.Unlock()
@@ -608,4 +609,40 @@ func TestNewFailsCleanly(t *testing.T) {
 	if err := c.Leave(time.Second); err == nil {
 		t.Fatal("Leave after Shutdown did not fail")
 	}
+}
+
+// TestRejoinNotHeldUpByUnreachablePeer: SetPeers joins at once even while an
+// earlier join still waits for a peer that drops its packets (a partition not
+// healed yet, up to the TCP timeout): the peer that is back is a member before
+// that earlier join has even given up.
+func TestRejoinNotHeldUpByUnreachablePeer(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	blackhole := memberAddr(testMembers)
+	if out, err := exec.Command("iptables", "-A", "INPUT", "-d", blackhole.String(), "-p", "tcp", "-j", "DROP").CombinedOutput(); err != nil {
+		t.Skipf("skipped: iptables in the test namespace: %v: %s", err, out)
+	}
+	a := mustStart(t, 1, testKey)
+	peers := []netip.AddrPort{peer(2), netip.AddrPortFrom(blackhole, DefaultPort)}
+	a.c.SetPeers(peers)
+	failed := a.metrics.joins.WithLabelValues("failed")
+	// node-2 refuses at once (not started); the blackholed peer keeps its
+	// join waiting for tcpTimeout.
+	deadline := time.Now().Add(tcpTimeout)
+	for testutil.ToFloat64(failed) < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("no join attempt after SetPeers")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	b := mustStart(t, 2, testKey)
+	start := time.Now()
+	a.c.SetPeers(peers)
+	a.waitUntil(rejoinInterval, "node-2", a.seesAlive("node-1", "node-2"))
+	if got := testutil.ToFloat64(failed); got != 1 {
+		t.Fatalf("node-2 joined only after the blackholed join gave up (%v failed joins)", got)
+	}
+	t.Logf("node-2 joined %v after SetPeers while a join to %s was still waiting", time.Since(start).Round(time.Millisecond), blackhole)
+	b.waitUntil(5*time.Second, "node-1", b.seesAlive("node-1", "node-2"))
 }

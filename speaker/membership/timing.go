@@ -74,6 +74,11 @@ const (
 	// joined again this often, which merges partitions that outlived
 	// gossipToTheDeadTime and speakers that were unreachable at start.
 	rejoinInterval = 10 * time.Second
+	// maxRejoins bounds the joins in flight: SetPeers starts one at once even
+	// while another still waits (up to tcpTimeout) for a peer that does not
+	// answer, so a healed partition merges within a round trip of the next
+	// trigger.
+	maxRejoins = 4
 	// label separates ironlb's gossip from any other memberlist cluster (for
 	// example MetalLB's during a migration) even on the same port; with a key
 	// it is authenticated data.

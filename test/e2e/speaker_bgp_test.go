@@ -3,15 +3,17 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
-	"github.com/ironlb/ironlb/test/framework"
 	"github.com/ironlb/ironlb/test/lab"
 )
 
@@ -39,8 +41,11 @@ func waitRoute(t *testing.T, prefix string, within time.Duration, want ...string
 // BGP mode: every eligible node advertises the VIP, FRR on the router installs
 // an ECMP route via all of them, and curl from the client behind the router
 // reaches every backend. Local policy advertises only from nodes with
-// endpoints; deleting the Service withdraws the route. Sessions and prefixes
-// show in BGPSession objects, the pool's community arrives at the router.
+// endpoints, and the next hops follow the endpoints; deleting the Service
+// withdraws the route. Sessions and prefixes
+// show in BGPSession objects, the pool's communities arrive at the router, and
+// the sessions use TCP MD5 with the password from a Secret in the speakers'
+// namespace (a Secret elsewhere is refused).
 func TestSpeakerBGPECMP(t *testing.T) {
 	speakersUp(t)
 	var nodes []netip.Addr
@@ -49,11 +54,33 @@ func TestSpeakerBGPECMP(t *testing.T) {
 		nodes = append(nodes, env.Lab.NodeIP(i))
 		hops = append(hops, env.Lab.NodeIP(i).String())
 	}
-	if err := env.Lab.StartFRR(t.Context(), lab.DefaultFRRConfig(env.Lab, 0, nodes...)); err != nil {
+	// The router wants TCP MD5 on every session; the password reaches the
+	// speakers only through a Secret in their namespace.
+	conf := lab.DefaultFRRConfig(env.Lab, 0, nodes...)
+	for _, n := range nodes {
+		line := fmt.Sprintf(" neighbor %s remote-as %d\n", n, lab.NodeASN)
+		conf = strings.Replace(conf, line, line+" neighbor "+n.String()+" password s3cret-md5\n", 1)
+	}
+	if err := env.Lab.StartFRR(t.Context(), conf); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = env.Lab.StopFRR() })
-	if _, err := createYAML(t, bgppeers, `{apiVersion: ironlb.io/v1alpha1, kind: BGPPeer, metadata: {name: router, labels: {rack: a}}, spec: {peerAddress: 192.0.2.1, peerASN: 64512, myASN: 64600, holdTime: 9s, keepaliveTime: 3s}}`); err != nil {
+	_, err := env.Cluster.Client.CoreV1().Secrets("ironlb-system").Create(t.Context(), &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "bgp-router", Namespace: "ironlb-system"},
+		Type:       corev1.SecretTypeBasicAuth,
+		StringData: map[string]string{"username": "unused", "password": "s3cret-md5"},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = env.Cluster.Client.CoreV1().Secrets("ironlb-system").Delete(context.Background(), "bgp-router", metav1.DeleteOptions{})
+	})
+	if _, err := createYAML(t, bgppeers, `{apiVersion: ironlb.io/v1alpha1, kind: BGPPeer, metadata: {name: router, labels: {rack: a}}, spec: {peerAddress: 192.0.2.1, peerASN: 64512, myASN: 64600, holdTime: 9s, keepaliveTime: 3s, passwordSecretRef: {name: bgp-router}}}`); err != nil {
+		t.Fatal(err)
+	}
+	// A password Secret outside the speakers' namespace is never read.
+	if _, err := createYAML(t, bgppeers, `{apiVersion: ironlb.io/v1alpha1, kind: BGPPeer, metadata: {name: elsewhere}, spec: {nodeSelector: {matchLabels: {kubernetes.io/hostname: node1}}, peerAddress: 192.0.2.99, peerASN: 64512, myASN: 64600, passwordSecretRef: {name: bgp-router, namespace: default}}}`); err != nil {
 		t.Fatal(err)
 	}
 	mustCreatePool(t, `{apiVersion: ironlb.io/v1alpha1, kind: IPPool, metadata: {name: spk-bgp}, spec: {addresses: ["203.0.113.10-203.0.113.19"], advertise: {bgp: {peerSelector: {matchLabels: {rack: a}}, communities: ["64600:100"], largeCommunities: ["64600:1:2"]}}}}`)
@@ -100,6 +127,15 @@ func TestSpeakerBGPECMP(t *testing.T) {
 		}
 		return up == env.Lab.Nodes()
 	})
+	eventually(t, "BGPSession node1.elsewhere NotConfigured", 10*time.Second, func() bool {
+		ss, err := env.BGPSessions(t.Context())
+		for _, s := range ss {
+			if err == nil && s.Name == "node1.elsewhere" && s.State == "NotConfigured" && strings.Contains(s.Message, "outside the speakers' namespace") {
+				return true
+			}
+		}
+		return false
+	})
 	anns, err := env.Announcements(t.Context(), vip)
 	if err != nil {
 		t.Fatal(err)
@@ -126,10 +162,23 @@ func TestSpeakerBGPECMP(t *testing.T) {
 	lvip, _ := waitIngress(t, ns, "local", 5*time.Second)
 	waitRoute(t, lvip+"/32", 30*time.Second, env.Lab.NodeIP(2).String())
 	curlBackends(t, lab.HostClient, urlFor(lvip, 8001), backendNames(local), 5)
+	// The next hops follow the endpoints: one more on node3, then none on node2.
+	more, err := env.StartBackendsOn(t.Context(), ns, "local", "bgplocal3", 1, 80, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := env.PublishEndpoints(t.Context(), ns, "local", 80, append(local, more...), false); err != nil {
+		t.Fatal(err)
+	}
+	waitRoute(t, lvip+"/32", 30*time.Second, env.Lab.NodeIP(2).String(), env.Lab.NodeIP(3).String())
+	if err := env.PublishEndpoints(t.Context(), ns, "local", 80, more, false); err != nil {
+		t.Fatal(err)
+	}
+	waitRoute(t, lvip+"/32", 30*time.Second, env.Lab.NodeIP(3).String())
+	curlBackends(t, lab.HostClient, urlFor(lvip, 8001), backendNames(more), 5)
 
 	// Delete withdraws.
 	deleteService(t, ns, "ecmp")
 	took = waitRoute(t, vip+"/32", 10*time.Second)
 	t.Logf("route %s/32 withdrawn %v after the Service was gone", vip, took.Round(time.Millisecond))
-	_ = framework.BGPSession{}
 }

@@ -115,11 +115,31 @@ func speakersWith(t *testing.T, path dataPath) map[int]*framework.Speaker {
 	if len(errs) > 0 {
 		t.Fatalf("starting speakers: %s", strings.Join(errs, "; "))
 	}
+	ensureController(t)
 	out := map[int]*framework.Speaker{}
 	for i, sp := range spk {
 		out[i] = sp
 	}
 	return out
+}
+
+// ensureController restarts ironlb-controller if it exited. It exits by
+// design when it loses its lease, and the lab's lease (renew deadline 3s) can
+// be lost when the shared machine stalls the API server longer than that
+// (load averages of 20 and more on 2 cores were seen while other builds ran).
+func ensureController(t *testing.T) {
+	t.Helper()
+	select {
+	case <-ctrl.Done():
+	default:
+		return
+	}
+	t.Logf("ironlb-controller had exited (%v); starting it again: %s", ctrl.Err(), ctrl.Tail(300))
+	c, err := env.StartController(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctrl = c
 }
 
 // restartSpeaker starts the speaker of node i again after a test stopped it.

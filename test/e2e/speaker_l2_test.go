@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"slices"
 	"strings"
 	"testing"
@@ -8,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/ironlb/ironlb/test/lab"
 )
@@ -47,6 +49,14 @@ func TestSpeakerL2ARPAndCurl(t *testing.T) {
 	}
 	if after := speakerMetric(t, sp, `ironlb_speaker_status_writes_total{op="create",resource="serviceannouncements",result="ok"}`); after != before {
 		t.Errorf("status writes in steady state: %v -> %v", before, after)
+	}
+
+	// The speakers run with exactly deploy/speaker's RBAC: nothing they do is
+	// refused.
+	for _, sp := range speakersUp(t) {
+		if log := sp.Tail(1 << 20); strings.Contains(log, "forbidden") {
+			t.Errorf("%s's speaker was refused by the API server: %s", sp.Name, grepLines(log, "forbidden"))
+		}
 	}
 
 	// Deleting the Service stops the answers: once its announcement is gone
@@ -89,11 +99,15 @@ func checkDualStackL2(t *testing.T, name, addresses string) {
 		t.Fatal(err)
 	}
 	var svc *corev1.Service
-	eventually(t, "two addresses", 5*time.Second, func() bool {
-		s, err := env.Cluster.Client.CoreV1().Services(ns).Get(t.Context(), "web", metav1.GetOptions{})
+	err = wait.PollUntilContextTimeout(t.Context(), 20*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
+		ensureController(t)
+		s, err := env.Cluster.Client.CoreV1().Services(ns).Get(ctx, "web", metav1.GetOptions{})
 		svc = s
-		return err == nil && len(s.Status.LoadBalancer.Ingress) == 2
+		return err == nil && len(s.Status.LoadBalancer.Ingress) == 2, nil
 	})
+	if err != nil {
+		t.Fatalf("%s/web has not two addresses: %s; events: %s; controller: %s", ns, ingressIPs(svc), events(t, ns, "web"), ctrl.Tail(3000))
+	}
 	var v4, v6 string
 	for _, in := range svc.Status.LoadBalancer.Ingress {
 		if strings.Contains(in.IP, ":") {

@@ -1,7 +1,11 @@
 // Command demo is `make demo`: it builds the lab (a real kube-apiserver + etcd, three
-// nodes, a router and clients in network namespaces), runs ironlb-controller against
-// it, applies an IPPool and the classic nginx Service, and narrates what happens with
-// timings. With --keep the lab stays up until Ctrl-C, with commands to look around.
+// nodes, a router and clients in network namespaces), runs ironlb-controller and an
+// ironlb-speaker per node (with ironlb's own iptables proxy, no kube-proxy) against
+// it, applies an IPPool, a BGPPeer and the classic nginx Service, and narrates what
+// happens with timings: the allocation, the ARP answer from the elected node, curl
+// through the VIP from the LAN and from behind the router, and a failover when the
+// owner's speaker is killed. With --keep the lab stays up until Ctrl-C, with
+// commands to look around.
 package main
 
 import (
@@ -84,12 +88,23 @@ func run(ctx context.Context, keep bool) (err error) {
 	}
 	say("ironlb-controller started as ServiceAccount ironlb-system/ironlb-controller (RBAC and args from deploy/)")
 
+	speakers, err := env.StartSpeakers(ctx, env.IronlbProxyArgs()...)
+	if err != nil {
+		return err
+	}
+	say("ironlb-speaker ready on node1-3 as ServiceAccount ironlb-system/ironlb-speaker (RBAC and args from deploy/speaker), --proxy=iptables: ironlb's own data path, no kube-proxy")
+
+	peer := `{apiVersion: ironlb.io/v1alpha1, kind: BGPPeer, metadata: {name: router},
+	  spec: {peerAddress: 192.0.2.1, peerASN: 64512, myASN: 64600, holdTime: 9s, keepaliveTime: 3s}}`
+	if _, err := framework.CreateYAML(ctx, c.Dynamic, framework.BGPPeers, peer); err != nil {
+		return err
+	}
 	pool := `{apiVersion: ironlb.io/v1alpha1, kind: IPPool, metadata: {name: lan},
-	  spec: {addresses: ["192.0.2.200-192.0.2.250", "2001:db8::200-2001:db8::2ff"], advertise: {l2: {}}}}`
+	  spec: {addresses: ["192.0.2.200-192.0.2.250", "2001:db8::200-2001:db8::2ff"], advertise: {l2: {}, bgp: {}}}}`
 	if _, err := framework.CreateYAML(ctx, c.Dynamic, framework.IPPools, pool); err != nil {
 		return err
 	}
-	say("IPPool lan: 192.0.2.200-192.0.2.250, 2001:db8::200-2001:db8::2ff")
+	say("IPPool lan: 192.0.2.200-192.0.2.250, 2001:db8::200-2001:db8::2ff, announced by ARP/NDP and by BGP to BGPPeer router (192.0.2.1)")
 
 	backends, err := env.StartBackends(ctx, "default", "nginx-service", "nginx", 3, 80)
 	if err != nil {
@@ -149,28 +164,88 @@ func run(ctx context.Context, keep bool) (err error) {
 	})
 
 	fmt.Println()
-	say("what the next issues add (probed now, for real, from the lab clients):")
-	vipAddr := vip
-	macs, _ := l.ARPing(ctx, lab.HostLANClient, mustAddr(vipAddr), 2)
-	if len(macs) == 0 {
-		say("  ARP who-has %s from lanclient: no answer yet (the L2 speaker announces VIPs)", vip)
-	} else {
-		say("  ARP who-has %s from lanclient: answered by %v", vip, macs)
+	say("the speakers announce it (probed for real from the lab clients):")
+	var owner framework.Announcement
+	err = wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		anns, err := env.Announcements(ctx, vip)
+		for _, a := range anns {
+			if err == nil && a.Mode == "L2" && len(a.Interfaces) > 0 {
+				owner = a
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		return fmt.Errorf("%s not announced by L2: %w", vip, err)
 	}
-	routes, _ := l.RouterRoutes(ctx)
-	if hops, ok := routes[vip+"/32"]; ok {
-		say("  router route to %s/32 via %v", vip, hops)
-	} else {
-		say("  router has no route to %s/32 yet (the BGP speaker advertises VIPs to it)", vip)
+	say("  ServiceAnnouncement: %s announces %s on %v (ARP), %v after the Service was created; elected by rendezvous hash among the Ready nodes",
+		owner.Node, vip, owner.Interfaces, time.Since(applied).Round(time.Millisecond))
+	if ev := event(ctx, c, "nginx-service", "Announcing"); ev != "" {
+		say("  Event on the Service: Announcing: %s", ev)
 	}
-	if body, err := l.HTTPGet(ctx, lab.HostLANClient, fmt.Sprintf("http://%s:8000/", vip), 2*time.Second); err == nil {
-		say("  curl http://%s:8000/ from lanclient: %q", vip, strings.TrimSpace(body))
-	} else {
-		say("  curl http://%s:8000/ from lanclient: no answer yet (speaker + iptables proxy)", vip)
+	mac, _ := l.MAC(owner.Node, lab.LANIf)
+	macs, err := l.ARPing(ctx, lab.HostLANClient, mustAddr(vip), 3)
+	if err != nil {
+		return err
 	}
-	say("  node failure and failover: measured once the speaker lands")
+	say("  ARP who-has %s from lanclient (3 requests): answered by %v only; %s's lan0 is %s", vip, macs, owner.Node, mac)
+	if err := curlRound(ctx, env, lab.HostLANClient, vip, 6); err != nil {
+		return err
+	}
+	reachable := time.Since(start)
+	var hops []string
+	_ = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		routes, err := l.RouterRoutes(ctx)
+		hops = routes[vip+"/32"]
+		return err == nil && len(hops) == l.Nodes(), nil
+	})
+	if len(hops) > 0 {
+		say("  router (FRR) route to %s/32 via %v (ECMP: every node advertises by BGP)", vip, hops)
+		if err := curlRound(ctx, env, lab.HostClient, vip, 6); err != nil {
+			return err
+		}
+	} else {
+		say("  router has no route to %s/32 (BGP sessions did not come up)", vip)
+	}
+
 	fmt.Println()
-	say("from nothing to an allocated VIP: %v (of which the allocation itself: %v)", time.Since(start).Round(100*time.Millisecond), took.Round(time.Millisecond))
+	idx := 0
+	fmt.Sscanf(strings.TrimPrefix(owner.Node, "node"), "%d", &idx)
+	killed := speakers[idx-1]
+	t0 := time.Now()
+	killed.Kill()
+	say("failover: SIGKILL to the speaker on %s (no goodbye; the others must notice)", owner.Node)
+	var next framework.Announcement
+	err = wait.PollUntilContextTimeout(ctx, 5*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		anns, err := env.Announcements(ctx, vip)
+		for _, a := range anns {
+			if err == nil && a.Mode == "L2" && a.Node != owner.Node && len(a.Interfaces) > 0 {
+				next = a
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		return fmt.Errorf("no takeover of %s: %w", vip, err)
+	}
+	say("  %s took %s over: its ServiceAnnouncement was written %v after the kill (memberlist detection about 0.8s, then a gratuitous ARP burst)",
+		next.Node, vip, time.Since(t0).Round(time.Millisecond))
+	nextMAC, _ := l.MAC(next.Node, lab.LANIf)
+	macs, _ = l.ARPing(ctx, lab.HostLANClient, mustAddr(vip), 3)
+	say("  ARP who-has %s from lanclient: answered by %v only (%s's lan0 is %s)", vip, macs, next.Node, nextMAC)
+	if err := curlRound(ctx, env, lab.HostLANClient, vip, 3); err != nil {
+		return err
+	}
+	if _, err := env.StartSpeaker(ctx, idx, env.IronlbProxyArgs()...); err != nil {
+		return err
+	}
+	macs, _ = l.ARPing(ctx, lab.HostLANClient, mustAddr(vip), 3)
+	say("  %s's speaker restarted and ready: ARP still answered by %v (%s keeps it: no failback)", owner.Node, macs, next.Node)
+	say("  (figures over many trials: make bench-lab; see docs/benchmarks.md)")
+	fmt.Println()
+	say("from nothing to a VIP answering curl from the LAN: %v (of which the allocation itself: %v)", reachable.Round(100*time.Millisecond), took.Round(time.Millisecond))
 
 	if keep {
 		tour(ctx, env, ctrl)
@@ -186,14 +261,18 @@ The lab stays up until you press Ctrl-C here (or run 'make lab-clean' elsewhere)
 Look around (as root, from another terminal):
 
   %[1]s --kubeconfig %[2]s get svc,ippools,events -A
+  %[1]s --kubeconfig %[2]s get serviceannouncements,bgpsessions
   ip netns list | grep %[3]s
   ip netns exec %[3]s-lanclient arping -c 2 -I lan0 %[4]s
   ip netns exec %[3]s-node2 curl -s http://198.18.1.10/
   ip netns exec %[3]s-router vtysh -N %[3]s-router -c "show bgp summary"
   ip netns exec %[3]s-router ip route
+  ip netns exec %[3]s-client curl -s http://%[4]s:8000/
+  ip netns exec %[3]s-node1 iptables-save -t nat | grep IRONLB | head
+  less %[7]s          (speaker logs: nodeN-speaker.log)
   less %[5]s          (ironlb-controller log)
   less %[6]s          (kube-apiserver log)
-`, kubectl, c.AdminKubeconfig, l.Prefix(), "192.0.2.200", ctrl.LogPath(), filepath.Join(c.Dir, "kube-apiserver.log"))
+`, kubectl, c.AdminKubeconfig, l.Prefix(), "192.0.2.200", ctrl.LogPath(), filepath.Join(c.Dir, "kube-apiserver.log"), filepath.Join(l.Dir(), "node1-speaker.log"))
 	<-ctx.Done()
 	fmt.Println()
 }
@@ -221,6 +300,23 @@ func findKubectl(ctx context.Context) string {
 		return "kubectl"
 	}
 	return out
+}
+
+// curlRound sends n requests (one connection each) to the VIP from host and
+// says which backends answered.
+func curlRound(ctx context.Context, env *framework.Env, from, vip string, n int) error {
+	var names []string
+	for range n {
+		body, err := env.Lab.HTTPGet(ctx, from, fmt.Sprintf("http://%s:8000/", vip), 3*time.Second)
+		if err != nil {
+			return fmt.Errorf("curl from %s: %w", from, err)
+		}
+		if f := strings.Fields(body); len(f) > 0 {
+			names = append(names, f[0])
+		}
+	}
+	say("  curl http://%s:8000/ from %s, %d times: answered by %s", vip, from, n, strings.Join(names, " "))
+	return nil
 }
 
 func event(ctx context.Context, c *cluster.Cluster, name, reason string) string {
