@@ -39,9 +39,11 @@
 // picks an endpoint at random: the Service chain (IRONLB-SVC-) has one rule
 // per endpoint, "-m statistic --mode random --probability 1/(n-i)" (kube-proxy's
 // "%0.10f", so 0.3333333333, 0.5000000000 and none for three endpoints), each
-// DNATing to its endpoint itself. sessionAffinity ClientIP puts first one rule
-// per endpoint, "-m recent --update --seconds T --reap --name <list of the
-// endpoint>", and the random rules record the client ("-m recent --set");
+// DNATing to its endpoint itself: where kube-proxy jumps to a KUBE-SEP- chain
+// per endpoint, there is no endpoint chain here, because every chain reachable
+// from a base chain makes each later restore slower (see "Syncs" below).
+// sessionAffinity ClientIP puts first one rule per endpoint, "-m recent
+// --update --seconds T --reap --name <list of the endpoint>", and the random rules record the client ("-m recent --set");
 // --update both checks and renews, so, as with kube-proxy (whose endpoint
 // chain sets the entry again on every new connection), the timeout counts
 // from the client's last new connection (TestRealAffinityFollowsTheKernel
