@@ -423,35 +423,13 @@ func TestRunProgramsAfterInformersSync(t *testing.T) {
 			service("bulk", name, bulkIP(i)),
 			slice("bulk", name, name+"-a", httpPort(8080), ep{ip: fmt.Sprintf("198.18.2.%d", i+1), node: "node2"}))
 	}
-	cs := fake.NewClientset()
-	for _, o := range objs {
-		var err error
-		switch x := o.(type) {
-		case *v1.Service:
-			_, err = cs.CoreV1().Services(x.Namespace).Create(ctx, x, metav1.CreateOptions{})
-		case *discovery.EndpointSlice:
-			_, err = cs.DiscoveryV1().EndpointSlices(x.Namespace).Create(ctx, x, metav1.CreateOptions{})
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
 	reg := prometheus.NewRegistry()
 	e := newEnv(t, func(c *Config) {
 		c.SyncPeriod = 50 * time.Millisecond
 		c.MinSyncPeriod = 10 * time.Millisecond
 		c.Registerer = reg
 	})
-	f := informers.NewSharedInformerFactory(cs, 0)
-	inf := Informers{Services: f.Core().V1().Services(), EndpointSlices: f.Discovery().V1().EndpointSlices(), Nodes: f.Core().V1().Nodes()}
-	// A factory starts only the informers asked for before Start.
-	inf.Services.Informer()
-	inf.EndpointSlices.Informer()
-	inf.Nodes.Informer()
-	done := make(chan error, 1)
-	go func() { done <- e.p.Run(ctx, inf) }()
-	f.Start(ctx.Done())
-	defer f.Shutdown()
+	cs, done := runOnFakeAPI(ctx, t, e, objs...)
 
 	waitFor(t, "first restore", func() bool {
 		select {
@@ -509,6 +487,95 @@ func (e *env) traceLocked(p iptables.Packet) []iptables.Outcome {
 		return nil
 	}
 	return out
+}
+
+// runOnFakeAPI creates objs (Services and EndpointSlices) in a fake API
+// server and runs e's Proxier on informers of it until ctx ends; Run's
+// result arrives on the channel.
+func runOnFakeAPI(ctx context.Context, t *testing.T, e *env, objs ...any) (*fake.Clientset, <-chan error) {
+	t.Helper()
+	cs := fake.NewClientset()
+	for _, o := range objs {
+		var err error
+		switch x := o.(type) {
+		case *v1.Service:
+			_, err = cs.CoreV1().Services(x.Namespace).Create(ctx, x, metav1.CreateOptions{})
+		case *discovery.EndpointSlice:
+			_, err = cs.DiscoveryV1().EndpointSlices(x.Namespace).Create(ctx, x, metav1.CreateOptions{})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := informers.NewSharedInformerFactory(cs, 0)
+	inf := Informers{Services: f.Core().V1().Services(), EndpointSlices: f.Discovery().V1().EndpointSlices(), Nodes: f.Core().V1().Nodes()}
+	// A factory starts only the informers asked for before Start.
+	inf.Services.Informer()
+	inf.EndpointSlices.Informer()
+	inf.Nodes.Informer()
+	done := make(chan error, 1)
+	go func() { done <- e.p.Run(ctx, inf) }()
+	f.Start(ctx.Done())
+	t.Cleanup(f.Shutdown)
+	return cs, done
+}
+
+// stuckChecks is an iptables whose HasRule (the canary check's command) can be
+// held: a real one took 0.25-0.45 s per call at 10,000 Services.
+type stuckChecks struct {
+	iptables.Interface
+	held    chan struct{} // closed: HasRule waits for release
+	entered chan struct{} // gets a value when a HasRule starts waiting
+	release chan struct{}
+}
+
+func (s *stuckChecks) HasRule(ctx context.Context, t iptables.Table, chain string, args ...string) (bool, error) {
+	select {
+	case <-s.held:
+		select {
+		case s.entered <- struct{}{}:
+		default:
+		}
+		<-s.release
+	default:
+	}
+	return s.Interface.HasRule(ctx, t, chain, args...)
+}
+
+// TestChangeNotHeldUpByCanaryCheck: a change arriving while a canary check is
+// still running is programmed without waiting for the check to finish.
+func TestChangeNotHeldUpByCanaryCheck(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stuck := &stuckChecks{held: make(chan struct{}), entered: make(chan struct{}, 1), release: make(chan struct{})}
+	e := newEnv(t, func(c *Config) {
+		stuck.Interface = c.IPTables[0]
+		c.IPTables[0] = stuck
+		c.SyncPeriod = 20 * time.Millisecond
+		c.MinSyncPeriod = 10 * time.Millisecond
+	})
+	cs, done := runOnFakeAPI(ctx, t, e, service("bulk", "s1", bulkIP(1)), slice("bulk", "s1", "s1-a", httpPort(8080), ep{ip: "198.18.2.1", node: "node2"}))
+	waitFor(t, "first sync", func() bool {
+		return len(summarize(e.traceLocked(pkt("198.18.1.5", bulkIP(1), 80))).endpoints) == 1
+	})
+	close(stuck.held)
+	select {
+	case <-stuck.entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no canary check started")
+	}
+	es := slice("bulk", "s1", "s1-a", httpPort(8080), ep{ip: "198.18.9.1", node: "node2"}, ep{ip: "198.18.9.2", node: "node3"})
+	if _, err := cs.DiscoveryV1().EndpointSlices("bulk").Update(ctx, es, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "endpoint change programmed while the canary check is stuck", func() bool {
+		return len(summarize(e.traceLocked(pkt("198.18.1.5", bulkIP(1), 80))).endpoints) == 2
+	})
+	close(stuck.release)
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
