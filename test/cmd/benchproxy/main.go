@@ -25,8 +25,8 @@
 // ClusterIP Service with one TCP port; endpoints are on node4.
 //
 // Usage (make bench-lab runs it): go run ./cmd/benchproxy [-services 10000]
-// [-small 100] [-endpoints 10] [-conns 2000] [-samples 5] [-wait 45m]
-// [-change-wait 5m] [-logs DIR]
+// [-small 100] [-endpoints 10] [-conns 2000] [-samples 5] [-wait 10m]
+// [-change-wait 1m] [-logs DIR]
 package main
 
 import (
@@ -83,8 +83,8 @@ func main() {
 	flag.IntVar(&o.endpoints, "endpoints", 10, "endpoints per Service")
 	flag.IntVar(&o.conns, "conns", 2000, "new connections per latency measurement (c)")
 	flag.IntVar(&o.samples, "samples", 5, "one-Service changes measured (b)")
-	flag.DurationVar(&o.wait, "wait", 45*time.Minute, "longest wait for a proxy to program everything, (a)")
-	flag.DurationVar(&o.changeWait, "change-wait", 5*time.Minute, "longest wait for a proxy to program one change, (b)")
+	flag.DurationVar(&o.wait, "wait", 10*time.Minute, "longest wait for a proxy to program everything, (a)")
+	flag.DurationVar(&o.changeWait, "change-wait", time.Minute, "longest wait for a proxy to program one change, (b)")
 	flag.StringVar(&o.logs, "logs", "", "copy the proxies' logs into this folder at the end")
 	flag.Parse()
 	if err := framework.CheckHost(); err != nil {
