@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 GO ?= go
 CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
-DEB_PACKAGES := iproute2 iptables frr bird2 arping curl tcpdump iputils-ping procps ndisc6 openssl nginx wrk
+DEB_PACKAGES := iproute2 iptables frr bird2 arping curl tcpdump iputils-ping procps ndisc6 openssl nginx wrk nftables
 FUZZTIME ?= 5s
 KEEP ?=
 # The image: name and tag (deploy/image and the chart's image.tag default to "dev").
@@ -63,13 +63,14 @@ bench-unit:
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./allocator/
 	bench/metallb/run.sh
 
-## bench-lab: on the lab's real kube-apiserver: a burst of 1,000 Services and restarts with 10,000 live Services, ironlb-controller vs MetalLB's controller (v0.15.2) in one run; then the speaker's L2 failover (kill, link cut, SIGTERM, partition; probes every 10 ms); then ironlb-ingress vs Debian's nginx (wrk: HTTP and TLS requests/s, p50/p99; errors under 100 route + 100 endpoint changes); then BGP mode against FRR (Service -> route, 1,000 routes, next hop gone on kill/link cut with and without BFD, probes lost on SIGTERM)
+## bench-lab: on the lab's real kube-apiserver: a burst of 1,000 Services and restarts with 10,000 live Services, ironlb-controller vs MetalLB's controller (v0.15.2) in one run; then the speaker's L2 failover (kill, link cut, SIGTERM, partition; probes every 10 ms); then ironlb-ingress vs Debian's nginx (wrk: HTTP and TLS requests/s, p50/p99; errors under 100 route + 100 endpoint changes); then BGP mode against FRR (Service -> route, 1,000 routes, next hop gone on kill/link cut with and without BFD, probes lost on SIGTERM); then ironlb's proxy vs kube-proxy in iptables and nftables mode (10,000 Services x 10 endpoints: sync after the last object, one Service change, new-connection latency; PROXY_BENCH_ARGS=-services N for a smaller run)
 bench-lab: deps lab-binaries build
 	@if [ "$$(id -u)" -ne 0 ]; then echo "bench-lab: needs root (network namespaces)"; exit 1; fi
 	cd test && IRONLB_BIN=$(CURDIR)/bin $(GO) run ./cmd/benchcontroller $(BENCH_ARGS)
 	cd test && IRONLB_BIN=$(CURDIR)/bin $(GO) run ./cmd/benchspeaker $(SPEAKER_BENCH_ARGS)
 	cd test && IRONLB_BIN=$(CURDIR)/bin $(GO) run ./cmd/benchingress $(BENCH_INGRESS_ARGS)
 	cd test && IRONLB_BIN=$(CURDIR)/bin $(GO) run ./cmd/benchbgp $(BGP_BENCH_ARGS)
+	cd test && IRONLB_BIN=$(CURDIR)/bin $(GO) run ./cmd/benchproxy $(PROXY_BENCH_ARGS)
 
 ## bench-metallb: only the MetalLB side of the allocator comparison (go.universe.tf/metallb v0.16.2, unmodified)
 bench-metallb:

@@ -298,6 +298,13 @@ func TestSessionAffinity(t *testing.T) {
 	if got := summarize(outs); !slices.Equal(got.endpoints, []string{all[1]}) {
 		t.Errorf("within the timeout: %v, want only %s", got, all[1])
 	}
+	// The connection that stuck renews the client's entry (the timeout counts
+	// from the last new connection, as with kube-proxy).
+	for _, o := range outs {
+		if !slices.Equal(o.Recent, chosen.Recent) {
+			t.Errorf("a connection within the timeout records %v in recent lists, want %v", o.Recent, chosen.Recent)
+		}
+	}
 	other := client
 	other.Src = netip.MustParseAddr("198.18.1.6")
 	outs, _ = tr.Trace(other)
@@ -308,5 +315,60 @@ func TestSessionAffinity(t *testing.T) {
 	outs, _ = tr.Trace(client)
 	if got := summarize(outs); len(got.endpoints) != 3 {
 		t.Errorf("after the timeout: %v, want any of three again", got)
+	}
+}
+
+// TestHairpin: a new connection that an endpoint makes to its own Service
+// and that is DNATed back to the same endpoint is masqueraded (else the
+// endpoint would answer itself directly and the client would drop the
+// answer); the same client reaching another endpoint keeps its address.
+func TestHairpin(t *testing.T) {
+	noNode := ep{ip: "198.18.1.12"}
+	cases := []struct {
+		name string
+		objs []any
+		pkt  iptables.Packet
+	}{
+		{"ClusterIP, endpoint on this node",
+			[]any{nginx(), nginxSlice(ep1, ep2)}, pkt("198.18.1.10", "198.19.0.10", 80)},
+		{"ClusterIP, endpoint of no known node",
+			[]any{nginx(), nginxSlice(noNode, ep2)}, pkt("198.18.1.12", "198.19.0.10", 80)},
+		{"ClusterIP with affinity, endpoint on this node",
+			[]any{nginx(affinity(60)), nginxSlice(ep1, ep2)}, pkt("198.18.1.10", "198.19.0.10", 80)},
+		{"ITP Local, endpoint on this node",
+			[]any{nginx(itpLocal()), nginxSlice(ep1, ep{ip: "198.18.1.11", node: "node1"})}, pkt("198.18.1.10", "198.19.0.10", 80)},
+		{"ETP Local NodePort reached by an endpoint on another node (pod traffic goes to every endpoint)",
+			[]any{nginx(nodePort(30080), loadBalancer("203.0.113.7"), etpLocal(32000)), nginxSlice(ep1, ep2)},
+			pkt("198.18.2.10", "192.0.2.11", 30080)},
+		{"ETP Local VIP reached by an endpoint on another node",
+			[]any{nginx(nodePort(30080), loadBalancer("203.0.113.7"), etpLocal(32000)), nginxSlice(ep1, ep2)},
+			pkt("198.18.2.10", "203.0.113.7", 80)},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.add(c.objs...)
+			e.sync()
+			self, other := 0, 0
+			for _, o := range e.trace(c.pkt) {
+				if o.Verdict != iptables.Accept || !o.DNAT {
+					t.Fatalf("outcome %+v, want a DNAT", o)
+				}
+				if o.Dst.Addr() == c.pkt.Src {
+					self++
+					if !o.Masquerade {
+						t.Errorf("to itself (%v): not masqueraded", o.Dst)
+					}
+				} else {
+					other++
+					if o.Masquerade {
+						t.Errorf("to another endpoint (%v): masqueraded", o.Dst)
+					}
+				}
+			}
+			if self == 0 || other == 0 {
+				t.Errorf("%d outcomes to itself and %d to others: the case proves nothing", self, other)
+			}
+		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"testing"
 
+	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/ironlb/ironlb/proxy/iptables"
@@ -29,16 +30,19 @@ func (d discardIPT) DeleteRule(context.Context, iptables.Table, string, ...strin
 	return nil
 }
 
-// benchServices adds n Services with k endpoints each: ClusterIPs spread over
-// 198.19.0.0/16 (a /16 Service CIDR), NodePorts, and every fourth one a
-// LoadBalancer VIP.
-func benchServices(p *Proxier, n, k int) {
+// benchServices adds n Services with k endpoints each: ClusterIPs spread
+// over 198.19.0.0/16 (a /16 Service CIDR), endpoints on three nodes. With
+// lb, every tenth Service is a LoadBalancer with its own NodePort and VIP
+// (address and port), as in a cluster where most Services are internal.
+func benchServices(p *Proxier, n, k int, lb bool) {
 	for i := range n {
 		name := fmt.Sprintf("s%d", i)
 		ip := netip.AddrFrom4([4]byte{198, 19, byte(i * 7 / 256 % 256), byte(i * 7 % 256)})
-		opts := []svcOpt{nodePort(int32(30000 + i%2700))}
-		if i%4 == 0 {
-			opts = append(opts, loadBalancer(fmt.Sprintf("203.0.113.%d", i%250)))
+		var opts []svcOpt
+		if lb && i%10 == 0 {
+			j := i / 10
+			opts = append(opts, nodePort(int32(30000+j)), loadBalancer(fmt.Sprintf("203.0.113.%d", 1+j%250)),
+				func(s *v1.Service) { s.Spec.Ports[0].Port = int32(80 + j/250) })
 		}
 		p.tracker.setService(service("bench", name, ip.String(), opts...))
 		var eps []ep
@@ -72,7 +76,7 @@ func BenchmarkFullSync10kServices10Endpoints(b *testing.B) {
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			p := benchProxier(b, c.ipt())
-			benchServices(p, 10000, 10)
+			benchServices(p, 10000, 10, true)
 			ctx := context.Background()
 			if err := p.syncOnce(ctx); err != nil {
 				b.Fatal(err)
@@ -95,7 +99,7 @@ func BenchmarkFullSync10kServices10Endpoints(b *testing.B) {
 func BenchmarkOneServiceChangeAt10k(b *testing.B) {
 	m := iptables.NewModel(iptables.IPv4)
 	p := benchProxier(b, m)
-	benchServices(p, 10000, 10)
+	benchServices(p, 10000, 10, true)
 	ctx := context.Background()
 	if err := p.syncOnce(ctx); err != nil {
 		b.Fatal(err)
@@ -143,7 +147,7 @@ func BenchmarkFirstPacketRules(b *testing.B) {
 		b.Run(fmt.Sprint(n, "services"), func(b *testing.B) {
 			m := iptables.NewModel(iptables.IPv4)
 			p := benchProxier(b, m)
-			benchServices(p, n, 10)
+			benchServices(p, n, 10, true)
 			if err := p.syncOnce(context.Background()); err != nil {
 				b.Fatal(err)
 			}

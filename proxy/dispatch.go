@@ -14,19 +14,32 @@ import (
 	"github.com/ironlb/ironlb/proxy/iptables"
 )
 
-// The dispatch tree's shape. A packet walks at most width/dispatchStride levels,
-// each with at most 1<<dispatchStride jump rules, and then a leaf chain with at
-// most dispatchBucket rules (a key, an address or a port, has one rule per
-// Service port on it; a key with more rules than that is a leaf of its own).
-// Levels where the keys take a single branch are skipped (path compression),
-// so the depth is about log_{1<<stride}(R/bucket) for R rules spread over the
-// address space.
-const (
-	dispatchStride = 2
-	dispatchFanout = 1 << dispatchStride
-	dispatchBucket = 8
-	dispatchPrefix = "IRONLB-DSP-"
+// treeShape is the shape of a dispatch tree. A packet walks at most
+// width/stride levels, each with at most 1<<stride jump rules, and then a leaf
+// chain with at most bucket rules (a key, an address or a port, has one rule
+// per Service port on it; a key with more rules than that is a leaf of its
+// own). Levels where the keys take a single branch are skipped (path
+// compression), so the depth is about log_{1<<stride}(R/bucket) for R rules
+// spread over the key space.
+//
+// Wider strides and bigger buckets mean fewer chains and more rules walked.
+// Chains are what iptables-nft-restore and the kernel pay for on every
+// commit (see the package doc), and a rule walked costs nanoseconds, so the
+// shapes favour few chains.
+type treeShape struct {
+	stride int // bits per level; divides the key width
+	bucket int // most rules in a leaf
+}
+
+var (
+	// serviceShape is the shape of the trees of Service addresses and ports.
+	serviceShape = treeShape{stride: 2, bucket: 64}
+	// hairpinShape is the shape of the tree of endpoint addresses, which is
+	// walked only by new connections the node DNATed.
+	hairpinShape = treeShape{stride: 2, bucket: 32}
 )
+
+const dispatchPrefix = "IRONLB-DSP-"
 
 // dkey is a dispatch key: an address (IPv4 in the top 32 bits, IPv6 in all
 // 128) or a port (top 16 bits), read from the most significant bit.
@@ -120,13 +133,17 @@ func (n *tnode) child(idx int, stride int) (*tnode, int) {
 // were reached, so an incremental render equals a full one.
 //
 // A node is a chain when it is the root, or its parent holds more than
-// dispatchBucket keys and it holds at most dispatchBucket keys (a leaf: the
+// bucket keys and it holds at most bucket keys (a leaf: the
 // rules of all its keys) or has two or more non-empty children (a branch: one
 // "-g" per child). Single-child branches are skipped.
 type dispatchTree struct {
 	table    iptables.Table
 	rootName string
-	width    int
+	letter   byte // names the tree's chains (lower case: never in a hash)
+	// namer, when set, names the tree's chains instead (see clusterIPChainName).
+	namer func(k dkey, bits int) string
+	width int
+	shape treeShape
 	// match renders the match arguments of a prefix of the key space.
 	match func(k dkey, bits int) string
 	root  *tnode
@@ -134,24 +151,25 @@ type dispatchTree struct {
 	buf   bytes.Buffer
 }
 
-func newDispatchTree(table iptables.Table, rootName string, width int, match func(dkey, int) string, seed maphash.Seed) *dispatchTree {
-	return &dispatchTree{table: table, rootName: rootName, width: width, match: match, root: &tnode{}, seed: seed}
+func newDispatchTree(table iptables.Table, rootName string, letter byte, width int, shape treeShape, match func(dkey, int) string, seed maphash.Seed) *dispatchTree {
+	return &dispatchTree{table: table, rootName: rootName, letter: letter, width: width, shape: shape, match: match, root: &tnode{}, seed: seed}
 }
 
 // set puts (args != "") or removes (args == "") the rule arguments an owner
 // has at key. The rules of one key are ordered by owner.
 func (t *dispatchTree) set(k dkey, owner, args string) {
-	path := make([]*tnode, 1, t.width/dispatchStride+1)
+	stride := t.shape.stride
+	path := make([]*tnode, 1, t.width/stride+1)
 	path[0] = t.root
 	n := t.root
 	for n.bits < t.width {
-		idx := k.field(n.bits, dispatchStride)
-		c, at := n.child(idx, dispatchStride)
+		idx := k.field(n.bits, stride)
+		c, at := n.child(idx, stride)
 		if c == nil {
 			if args == "" {
 				return
 			}
-			c = &tnode{key: k.masked(n.bits + dispatchStride), bits: n.bits + dispatchStride}
+			c = &tnode{key: k.masked(n.bits + stride), bits: n.bits + stride}
 			n.kids = slices.Insert(n.kids, at, c)
 		}
 		n = c
@@ -178,18 +196,39 @@ func (t *dispatchTree) set(k dkey, owner, args string) {
 	}
 }
 
+// chainName names a node's chain. For keys of up to 32 bits (IPv4 addresses
+// and ports) the name spells the node's path, one digit per level after the
+// tree's letter: a parent's name is a prefix of its children's, so a subtree's
+// chains are adjacent in name order, which is what makes writing them cheap
+// for iptables-nft-restore (see appendTable). IPv6 paths are too long for
+// the 28 characters of a chain name; they are named by a hash.
 func (t *dispatchTree) chainName(n *tnode) string {
 	if n == t.root {
 		return t.rootName
 	}
-	if n.name == "" {
-		var b [16 + 8 + 1]byte
-		binary.BigEndian.PutUint64(b[0:], n.key.hi)
-		binary.BigEndian.PutUint64(b[8:], n.key.lo)
-		b[16] = byte(n.bits)
-		h := sha256.Sum256(append([]byte(t.rootName), b[:17]...))
-		n.name = dispatchPrefix + base32.StdEncoding.EncodeToString(h[:])[:16]
+	if n.name != "" {
+		return n.name
 	}
+	if t.namer != nil {
+		n.name = t.namer(n.key, n.bits)
+		return n.name
+	}
+	if digits := n.bits / t.shape.stride; len(dispatchPrefix)+1+t.width/t.shape.stride <= 28 {
+		b := make([]byte, 0, len(dispatchPrefix)+1+digits)
+		b = append(b, dispatchPrefix...)
+		b = append(b, t.letter)
+		for i := 0; i < digits; i++ {
+			b = append(b, "0123456789abcdef"[n.key.field(i*t.shape.stride, t.shape.stride)])
+		}
+		n.name = string(b)
+		return n.name
+	}
+	var b [16 + 8 + 1]byte
+	binary.BigEndian.PutUint64(b[0:], n.key.hi)
+	binary.BigEndian.PutUint64(b[8:], n.key.lo)
+	b[16] = byte(n.bits)
+	h := sha256.Sum256(append([]byte(t.rootName), b[:17]...))
+	n.name = dispatchPrefix + string(t.letter) + base32.StdEncoding.EncodeToString(h[:])[:15]
 	return n.name
 }
 
@@ -202,11 +241,11 @@ func lineCount(args string) int {
 
 // leaf reports whether n's chain holds rules (not jumps to children).
 func (t *dispatchTree) leaf(n *tnode) bool {
-	return n.count <= dispatchBucket || n.bits == t.width
+	return n.count <= t.shape.bucket || n.bits == t.width
 }
 
 func (t *dispatchTree) materialized(n *tnode, parentCount int) bool {
-	return n.count > 0 && parentCount > dispatchBucket && (t.leaf(n) || len(n.kids) >= 2)
+	return n.count > 0 && parentCount > t.shape.bucket && (t.leaf(n) || len(n.kids) >= 2)
 }
 
 // render writes the chains that changed since the last render (all of them
@@ -320,7 +359,12 @@ func splitLines(s string) []string {
 }
 
 // addrMatch renders "-d prefix" for an address tree of the given width.
-func addrMatch(width int) func(dkey, int) string {
+func addrMatch(width int) func(dkey, int) string { return prefixMatch(width, "-d ") }
+
+// srcMatch renders "-s prefix" for a source address tree of the given width.
+func srcMatch(width int) func(dkey, int) string { return prefixMatch(width, "-s ") }
+
+func prefixMatch(width int, opt string) func(dkey, int) string {
 	return func(k dkey, bits int) string {
 		var a netip.Addr
 		if width == 32 {
@@ -333,7 +377,7 @@ func addrMatch(width int) func(dkey, int) string {
 			binary.BigEndian.PutUint64(b[8:], k.lo)
 			a = netip.AddrFrom16(b)
 		}
-		return "-d " + netip.PrefixFrom(a, bits).String()
+		return opt + netip.PrefixFrom(a, bits).String()
 	}
 }
 

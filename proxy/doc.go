@@ -36,23 +36,47 @@
 // Endpoints come from EndpointSlices: ready endpoints, or, when a Service has
 // none, serving-and-terminating ones; topology hints narrow the choice to the
 // node's zone (label topology.kubernetes.io/zone) or to the node. A connection
-// picks an endpoint at random ("-m statistic --mode random --probability
-// 1/(n-i)", 10 decimals) and jumps to that endpoint's IRONLB-SEP- chain, which
-// marks hairpin traffic (source = the endpoint) for masquerade and DNATs.
-// sessionAffinity ClientIP uses the recent module with the Service's timeout.
-// externalTrafficPolicy Local keeps the client address and uses local
-// endpoints only (no local endpoint: external traffic is dropped, while pods
-// and the node itself still reach every endpoint); its healthCheckNodePort
-// answers 200 or 503 with kube-proxy's JSON ({"service":{"namespace",
-// "name"},"localEndpoints":N,"serviceProxyHealthy":bool}).
+// picks an endpoint at random: the Service chain (IRONLB-SVC-) has one rule
+// per endpoint, "-m statistic --mode random --probability 1/(n-i)" (kube-proxy's
+// "%0.10f", so 0.3333333333, 0.5000000000 and none for three endpoints), each
+// DNATing to its endpoint itself: where kube-proxy jumps to a KUBE-SEP- chain
+// per endpoint, there is no endpoint chain here, because every chain reachable
+// from a base chain makes each later restore slower (see "Syncs" below).
+// sessionAffinity ClientIP puts first one rule per endpoint, "-m recent
+// --update --seconds T --reap --name <list of the endpoint>", and the random rules record the client ("-m recent --set");
+// --update both checks and renews, so, as with kube-proxy (whose endpoint
+// chain sets the entry again on every new connection), the timeout counts
+// from the client's last new connection (TestRealAffinityFollowsTheKernel
+// checks this on the kernel). externalTrafficPolicy Local keeps the client
+// address and uses local endpoints only (no local endpoint: external traffic
+// is dropped, while pods and the node itself still reach every endpoint); its
+// healthCheckNodePort answers 200 or 503 with kube-proxy's JSON
+// ({"service":{"namespace", "name"},"localEndpoints":N,"serviceProxyHealthy":bool}).
 // internalTrafficPolicy Local limits ClusterIP traffic to local endpoints.
 // loadBalancerSourceRanges drop traffic to the VIP from other sources
 // (IRONLB-FW- chains, IRONLB-FIREWALL). A Service without usable endpoints is
-// rejected (ICMP port unreachable, filter table), not black-holed. Masquerade
-// sets a mark bit (default 0x4000) and IRONLB-POSTROUTING masquerades marked
-// packets, with --random-fully when iptables and the kernel support it. When
-// UDP endpoints go away, conntrack entries still pointing at them are deleted
-// over netlink. Services labelled service.kubernetes.io/service-proxy-name,
+// rejected (ICMP port unreachable, filter table), not black-holed.
+//
+// Masquerade: traffic to a ClusterIP from outside the cluster CIDR (or all of
+// it with MasqueradeAll), external traffic under Cluster policy, and LOCAL
+// traffic to external addresses under Local policy get the mark bit (default
+// 0x4000) from a MARK rule before they are dispatched, and IRONLB-POSTROUTING
+// clears it and masquerades them (--random-fully when iptables and the kernel
+// support it). Hairpin traffic (an endpoint whose connection to its own
+// Service is DNATed back to itself) is found in POSTROUTING instead, where only
+// new connections pass: a connection the node DNATed (conntrack state DNAT)
+// and did not mark walks IRONLB-HAIRPIN, a tree over the source address with a
+// leaf rule "-s EP -d EP -j MASQUERADE" per endpoint address, shared by every
+// Service. Only endpoints whose own connections can be DNATed here unmarked
+// are in it: those on this node, those of no known node, and the endpoints of
+// Local-policy Services reachable from outside (pod traffic to their external
+// addresses goes to every endpoint unmarked); an endpoint on another node
+// reaches this node's rules otherwise only through a NodePort, load balancer
+// IP or externalIP, which mark. (Not covered: a node without a proxy routing
+// a pod's ClusterIP traffic through this one.)
+//
+// When UDP endpoints go away, conntrack entries still pointing at them are
+// deleted over netlink. Services labelled service.kubernetes.io/service-proxy-name,
 // headless and ExternalName Services are left alone. NodePorts on 127.0.0.1
 // (route_localnet) are not offered.
 //
@@ -60,25 +84,28 @@
 //
 // kube-proxy puts one rule per Service port and address into KUBE-SERVICES,
 // so the first packet of every connection (and every connection to no Service
-// at all) walks up to N rules. Here the destination address selects the rules
-// through a trie of chains (IRONLB-SERVICE-IPS, then IRONLB-DSP-* chains):
-// each level looks at 2 more bits of the address and has at most 4 "-g" rules,
-// levels where all Service addresses share the bits are skipped, and a leaf
-// holds at most 8 rules (the Service ports on the few addresses under it).
-// NodePorts use the same kind of trie over the port number, per protocol
-// (IRONLB-NODEPORTS-TCP/UDP/SCTP), and so do the filter-table REJECT, DROP and
-// firewall rules. For N Services the first packet of a connection to a
-// ClusterIP evaluates in the nat table:
+// at all) walks up to N rules. Here the destination selects the rules through
+// tries of chains: IRONLB-SERVICE-IPS by ClusterIP, IRONLB-EXTERNAL-IPS by
+// load balancer IP and externalIP, IRONLB-NODEPORTS-TCP/UDP/SCTP by port; the
+// filter table's REJECT, DROP and firewall rules the same way. Each level looks
+// at 2 more bits and has at most 4 "-g" rules, levels where all keys share the
+// bits are skipped, and a leaf holds at most 64 rules (the Service ports on
+// the addresses under it). For N Services the first packet of a connection to
+// a ClusterIP evaluates in the nat table:
 //
 //	PREROUTING jump 1 + IRONLB-SERVICES 1 + trie: <= 4 per level over
-//	about log4(N/8) levels + leaf <= 8 + IRONLB-SVC- chain (1 masquerade
-//	check + up to n endpoint rules) + IRONLB-SEP- chain 2
+//	about log4(N/64) levels + leaf <= 64 + IRONLB-SVC- chain (1 masquerade
+//	check + up to n endpoint rules, the last one without a test)
 //
-// Measured with the tracer (BenchmarkFirstPacketRules, 10 endpoints per
-// Service, ClusterIPs spread over a /16): 21 rules on average (31 worst) at 100
-// Services and 29 (41 worst) at 10,000 Services; a connection to an address
-// that is no Service evaluates 6 rules at either size. kube-proxy evaluates
-// about N/2 + 8 on average and N + 1 for a non-Service destination.
+// and then, in POSTROUTING, 1 rule for a marked connection, or the
+// IRONLB-HAIRPIN tree (about log4(E/32) levels and a leaf of <= 32 rules for E
+// endpoint addresses on the node) for an unmarked one. Measured with the
+// tracer (BenchmarkFirstPacketRules, 10 endpoints per Service, ClusterIPs
+// spread over a /16, every tenth Service a LoadBalancer): 29 nat rules on
+// average (53 worst) at 100 Services and 39 (65 worst) at 10,000 Services; a
+// connection to an address that is no Service evaluates 25 at 100 and 6 at
+// 10,000 Services. kube-proxy evaluates about N/2 + 9 on average and N + 1 for
+// a non-Service destination. The leaves are big on purpose: see below.
 //
 // # Syncs: what a change costs
 //
@@ -86,47 +113,77 @@
 // loop runs at most once per MinSyncPeriod, batching what arrived in between.
 // A sync regenerates the rules of the changed Services only, compares each
 // chain with a hash of what was written before, and sends one
-// "iptables-restore --noflush" per family with the chains whose rules changed,
-// the dispatch chains on the changed addresses' paths (at most one chain per
-// trie level, each a handful of rules), and deletions of chains no longer
-// needed, after every rule that referenced them was rewritten. The dispatch
-// chains are a pure function of the set of Service addresses and ports, so an
-// incremental sync produces exactly the rules a full one would (the package's
-// randomised test checks this after every step). At 10,000 Services x 10
-// endpoints one Service's endpoint change writes about 3 KB and adding or
-// removing a Service about 1 KB (BenchmarkOneServiceChangeAt10k), instead of
-// the whole KUBE-SERVICES chain; computing it takes under 1 ms.
+// "iptables-restore --noflush" per family with the chains whose rules
+// changed, the tree chains on the changed keys' paths (at most one chain per
+// level), and deletions of chains no longer needed, after every rule that
+// referenced them was rewritten. The trees are a pure function of the set of
+// keys, so an incremental sync produces exactly the rules a full one would
+// (the package's randomised test checks this after every step). At 10,000
+// Services x 10 endpoints one Service's endpoint change writes about 1 KB and
+// adding or removing a Service about 4 KB (BenchmarkOneServiceChangeAt10k),
+// instead of the whole KUBE-SERVICES chain; computing it takes about 1 ms.
+//
+// What a sync costs is mostly not ironlb's: two things decide it, and the
+// rules are shaped for them.
+//
+// The kernel. On every commit that adds a rule with a jump, a target or an
+// xtables match (any rule iptables-nft writes but the simplest), nf_tables
+// (Linux 6.18 here) validates the whole table again: it walks every chain
+// reachable from each base chain, once per path, every rule and expression.
+// With kube-proxy's layout (a KUBE-SEP- chain per endpoint: 110,000 chains and
+// about 310,000 rules, reached from PREROUTING and OUTPUT) that is about
+// 0.2 s per commit; it is paid by every sync, even one that adds a single
+// rule. So there are no endpoint chains here: the endpoint rules sit in the
+// Service chain (10,000 chains, 110,000 rules for 10,000 x 10), the masquerade
+// mark is a MARK rule rather than a jump to a chain, external traffic under
+// Cluster policy goes from the dispatch rule straight to the Service chain (an
+// IRONLB-EXT- chain exists only for Local policy or a firewall), and hairpin
+// rules exist once per endpoint address of this node. Walking memory in the
+// order it was allocated is about twice as fast, and the IPv4 chain names and
+// write order (below) put the Service chains in memory in the order the
+// ClusterIP tree reaches them.
+//
+// iptables-nft-restore (1.8.9, Debian 12). For every line it inserts the chain
+// names the line mentions into a list sorted by name, walking from the start,
+// so a line costs the names listed before it, each a likely cache miss; input
+// in kube-proxy's layout (all declarations, then all rules) costs about 10^10
+// steps for 10,000 x 10, a quarter of an hour. IPv4 Service chains are named
+// in address order (IRONLB-SVC-<ClusterIP><port><protocol in hex><hash>, see
+// serviceChainName), the ClusterIP tree's chains so that each sorts right
+// before the Service chains under it (IRONLB-SVC-<prefix>.<bits>), and the
+// input writes every chain right after the chains it jumps to, larger names
+// first (appendTable): nearly every line then costs one step. What remains
+// is jumps from the NodePort and external-IP trees, about half of the Service
+// chains each. IPv6 addresses do not fit in chain names; IPv6 chains are
+// named by hashes and pay those costs.
+//
+// Measured with the real iptables-nft in a network namespace on a shared
+// 2-core machine (BenchmarkRealRestore10kServices, 10,000 Services x 10
+// endpoints, Linux 6.18, load average 4-6): a full sync in one restore 2.6 s
+// (every Service a ClusterIP) and 3.5 s (every tenth a LoadBalancer with a
+// NodePort); one Service's endpoints changed 85-93 ms (median of 10; worst
+// 96-100 ms); a Service added or removed 88-92 ms. The layout before (an
+// endpoint chain per endpoint, batches of 2,000 Service chains) took, in the
+// same harness and run: 13.1 s and 21.3 s, and 221-230 ms. Almost all of a
+// small sync is the kernel's validation; computing it takes about 1 ms.
 //
 // A full sync (at start, every FullSyncPeriod, after a failed restore, or when
 // a canary is lost) rewrites every chain and deletes the chains this process
-// made that it no longer wants; chains left by an earlier run are found once,
-// with iptables-save, off the sync loop after the first sync. Every
-// SyncPeriod the proxy checks that the canary rule in IRONLB-PROXY-CANARY
+// made that it no longer wants; chains left by an earlier run (or version) are
+// found once, with iptables-save, off the sync loop after the first sync.
+// Every SyncPeriod the proxy checks that the canary rule in IRONLB-PROXY-CANARY
 // exists in both the nat and the filter table and that its jump rules are in
 // place, so an external "iptables -t nat -F" (or -t filter) is repaired within
-// one SyncPeriod.
+// one SyncPeriod. The check runs beside the sync loop (each "iptables -C" took
+// 0.25-0.45 s at 10,000 Services), so it never delays a change.
 //
-// A sync that writes more than 2,000 Service chains (a full sync of a big
-// cluster, or thousands of new Services at once) is sent in several restores:
-// batches of whole Services first, then one restore with the dispatch chains
-// and the deletions. iptables-nft-restore (1.8.9, Debian 12) takes time
-// superlinear in the chains declared in one transaction (10,000 declarations
-// 0.2 s, 20,000 1.6 s, 40,000 11 s in a namespace here), so one restore of
-// 110,000 chains did not finish in 15 minutes, while the batches take 20 s.
-// Every batch leaves a valid rule set, and a new chain is reached only once
-// the last restore points the dispatch at it, so traffic sees no
-// half-written Service.
-//
-// Measured with the real iptables-nft in a network namespace (Linux 6.18,
-// BenchmarkRealRestore10kServices, 10,000 Services x 10 endpoints, on a
-// shared 2-core machine): full sync 20-23 s (38 MB of input in 56 restores);
-// one Service's endpoints changed 0.29-0.31 s; a Service added or removed
-// 0.30-0.32 s. Almost all of a small sync is the kernel: on every commit
-// nf_tables re-validates everything reachable from the base chains, about
-// 0.27 s for these rules. A one-rule restore costs the same 0.28 s in that
-// table, and 0.03 s once the PREROUTING and OUTPUT jumps are removed.
-// kube-proxy has the same rule graph and pays the same on every sync, on top
-// of rewriting KUBE-SERVICES. Computing the change takes under 1 ms.
+// A sync is one atomic restore per family unless it writes more than 30,000
+// Service chains (a full sync of more than about 25,000 Services): then it
+// is sent in batches of whole Services, then one restore with the trees and
+// the deletions. One restore took 2.3 s of CPU for 10,000 Services and 6.2 s
+// for 20,000 (all ClusterIPs), somewhat faster than linear. Every batch
+// leaves a valid rule set, and a new chain is reached only once the last
+// restore points the trees at it, so traffic sees no half-written Service.
 //
 // # Metrics (with Config.Registerer)
 //

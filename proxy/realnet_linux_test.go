@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -372,59 +373,110 @@ func TestRealIptablesInNamespace(t *testing.T) {
 	}
 }
 
+// nsIPT runs the system's iptables binaries in a network namespace entered
+// by the calling thread (not under "ip netns exec", which costs a few
+// milliseconds of its own per command): what a proxy in that namespace pays.
+type nsIPT struct {
+	exec *iptables.Exec
+	ns   string
+}
+
+func (n nsIPT) Family() iptables.Family { return n.exec.Family() }
+func (n nsIPT) Restore(ctx context.Context, data []byte) error {
+	return inNS(n.ns, func() error { return n.exec.Restore(ctx, data) })
+}
+func (n nsIPT) Save(ctx context.Context, t iptables.Table) (out []byte, err error) {
+	err = inNS(n.ns, func() error { out, err = n.exec.Save(ctx, t); return err })
+	return out, err
+}
+func (n nsIPT) EnsureRule(ctx context.Context, t iptables.Table, chain string, args ...string) error {
+	return inNS(n.ns, func() error { return n.exec.EnsureRule(ctx, t, chain, args...) })
+}
+func (n nsIPT) HasRule(ctx context.Context, t iptables.Table, chain string, args ...string) (ok bool, err error) {
+	err = inNS(n.ns, func() error { ok, err = n.exec.HasRule(ctx, t, chain, args...); return err })
+	return ok, err
+}
+func (n nsIPT) DeleteRule(ctx context.Context, t iptables.Table, chain string, args ...string) error {
+	return inNS(n.ns, func() error { return n.exec.DeleteRule(ctx, t, chain, args...) })
+}
+func (n nsIPT) RandomFully(ctx context.Context) (ok bool) {
+	_ = inNS(n.ns, func() error { ok = n.exec.RandomFully(ctx); return nil })
+	return ok
+}
+
 // BenchmarkRealRestore10kServices programs 10,000 Services x 10 endpoints
 // into a fresh network namespace with the system's iptables-restore (nft
-// backend on Debian): a full sync, then one Service's endpoints changing.
-// Run with -benchtime 1x; it needs root.
+// backend on Debian), for two mixes: every Service a ClusterIP, and every
+// tenth one a LoadBalancer with a NodePort. It reports the full sync (one
+// run), then the median and worst of 10 syncs of one Service's endpoints
+// changing and of one Service added or removed. Run with -benchtime 1x; it
+// needs root.
 func BenchmarkRealRestore10kServices(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("skipped: needs root (network namespace and real iptables)")
 	}
-	rb := make([]byte, 3)
-	_, _ = rand.Read(rb)
-	ns := "ilb" + hex.EncodeToString(rb) + "-bench"
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		b.Fatalf("%v: %s", err, out)
+	for _, mix := range []struct {
+		name string
+		lb   bool
+	}{{"clusterip", false}, {"tenth-loadbalancer", true}} {
+		b.Run(mix.name, func(b *testing.B) {
+			rb := make([]byte, 3)
+			_, _ = rand.Read(rb)
+			ns := "ilb" + hex.EncodeToString(rb) + "-bench"
+			if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+				b.Fatalf("%v: %s", err, out)
+			}
+			b.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+			p := benchProxier(b, nsIPT{exec: iptables.NewExec(iptables.IPv4), ns: ns})
+			benchServices(p, 10000, 10, mix.lb)
+			ctx := context.Background()
+			b.Run("full", func(b *testing.B) {
+				for range b.N {
+					p.markFull()
+					if err := p.syncOnce(ctx); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(p.families[0].lastBytes), "restore-bytes")
+			})
+			samples := func(b *testing.B, change func(i int)) {
+				var d []time.Duration
+				for range b.N {
+					d = d[:0]
+					for i := range 10 {
+						change(i)
+						start := time.Now()
+						if err := p.syncOnce(ctx); err != nil {
+							b.Fatal(err)
+						}
+						d = append(d, time.Since(start))
+					}
+				}
+				slices.Sort(d)
+				b.ReportMetric(float64(d[len(d)/2].Microseconds())/1000, "ms-median")
+				b.ReportMetric(float64(d[len(d)-1].Microseconds())/1000, "ms-worst")
+			}
+			b.Run("one-service-endpoints", func(b *testing.B) {
+				samples(b, func(i int) {
+					var eps []ep
+					for j := range 10 {
+						eps = append(eps, ep{ip: fmt.Sprintf("198.18.251.%d", 1+(i%2)*100+j), node: "node2"})
+					}
+					p.tracker.setSlice(slice("bench", "s4242", "s4242-a", httpPort(8080), eps...))
+				})
+			})
+			b.Run("one-service-add-delete", func(b *testing.B) {
+				samples(b, func(i int) {
+					if i%2 == 0 {
+						p.tracker.setService(service("bench", "extra", "198.19.200.77"))
+						p.tracker.setSlice(slice("bench", "extra", "extra-a", httpPort(8080), ep{ip: "198.18.252.1", node: "node2"}))
+					} else {
+						p.tracker.deleteService(typesName("bench", "extra"))
+					}
+				})
+			})
+		})
 	}
-	b.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
-	ipt := iptables.NewExec(iptables.IPv4, "ip", "netns", "exec", ns)
-	p := benchProxier(b, ipt)
-	benchServices(p, 10000, 10)
-	ctx := context.Background()
-	b.Run("full", func(b *testing.B) {
-		for range b.N {
-			p.markFull()
-			if err := p.syncOnce(ctx); err != nil {
-				b.Fatal(err)
-			}
-		}
-		b.ReportMetric(float64(p.families[0].lastBytes), "restore-bytes")
-	})
-	b.Run("one-service-endpoints", func(b *testing.B) {
-		for i := range b.N {
-			var eps []ep
-			for j := range 10 {
-				eps = append(eps, ep{ip: fmt.Sprintf("198.18.251.%d", 1+(i%2)*100+j), node: "node2"})
-			}
-			p.tracker.setSlice(slice("bench", "s4242", "s4242-a", httpPort(8080), eps...))
-			if err := p.syncOnce(ctx); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("one-service-add-delete", func(b *testing.B) {
-		for i := range b.N {
-			if i%2 == 0 {
-				p.tracker.setService(service("bench", "extra", "198.19.200.77", nodePort(32700)))
-				p.tracker.setSlice(slice("bench", "extra", "extra-a", httpPort(8080), ep{ip: "198.18.252.1", node: "node2"}))
-			} else {
-				p.tracker.deleteService(typesName("bench", "extra"))
-			}
-			if err := p.syncOnce(ctx); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
 }
 
 // udpServe answers every datagram to addr (in ns) with addr's IP.
@@ -537,4 +589,63 @@ func TestRealUDPConntrackCleanup(t *testing.T) {
 
 func v1ServicePortUDP(name string, port int32) v1.ServicePort {
 	return v1.ServicePort{Name: name, Port: port, Protocol: v1.ProtocolUDP}
+}
+
+// TestRealAffinityFollowsTheKernel: with ClientIP affinity of 1 s the real
+// xt_recent keeps a client on one endpoint while it opens a connection every
+// 0.4 s (each new connection renews the entry, as kube-proxy's endpoint chain
+// does; a rule that only checked would let go after 1 s), and lets go once
+// the client is quiet for longer than the timeout.
+func TestRealAffinityFollowsTheKernel(t *testing.T) {
+	l := newLab(t)
+	for _, a := range []string{"198.18.1.11", "198.18.1.12"} {
+		sh(t, "ip", "-n", l.pod, "addr", "add", a+"/24", "dev", "eth0")
+	}
+	for _, a := range []string{"198.18.1.10", "198.18.1.11", "198.18.1.12"} {
+		l.serveLocal(l.pod, a+":8081")
+	}
+	p, err := New(Config{
+		NodeName:          "node1",
+		IPTables:          []iptables.Interface{iptables.NewExec(iptables.IPv4, "ip", "netns", "exec", l.node)},
+		ClusterCIDRs:      []netip.Prefix{netip.MustParsePrefix("198.18.0.0/16")},
+		Conntrack:         &fakeConntrack{flows: map[iptables.Family][]Flow{}},
+		HealthCheckListen: newMemNet().listen,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Cleanup(context.Background()) })
+	p.tracker.setService(service("web", "sticky", "198.19.0.30", affinity(1)))
+	p.tracker.setSlice(slice("web", "sticky", "sticky-a", httpPort(8081),
+		ep{ip: "198.18.1.10", node: "node1"}, ep{ip: "198.18.1.11", node: "node1"}, ep{ip: "198.18.1.12", node: "node1"}))
+	if err := p.syncOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	dial := func() string {
+		t.Helper()
+		got, err := l.dial(l.client, "198.19.0.30:80")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	first := dial()
+	for i := range 8 { // 3.2 s, three times the timeout
+		time.Sleep(400 * time.Millisecond)
+		if got := dial(); got != first {
+			t.Fatalf("connection %d, %v after the first: answered by %s, the first by %s", i+2, time.Duration(i+1)*400*time.Millisecond, got, first)
+		}
+	}
+	// Quiet for longer than the timeout: the next connection picks at random
+	// again (1 in 3 the same endpoint), and sticks to that.
+	last := first
+	for cycle := range 12 {
+		time.Sleep(1500 * time.Millisecond)
+		got := dial()
+		if got != last {
+			return
+		}
+		t.Logf("after quiet period %d: %s again", cycle+1, got)
+	}
+	t.Errorf("12 quiet periods of 1.5 s and every connection still reached %s: affinity does not expire", last)
 }

@@ -15,22 +15,25 @@ import (
 // operators: iptables-save shows them).
 const (
 	chainServices         = "IRONLB-SERVICES"          // nat: from PREROUTING and OUTPUT; filter: ClusterIP REJECT/DROP (tree root)
-	chainServiceIPs       = "IRONLB-SERVICE-IPS"       // nat: tree root, destination address -> Service chains
+	chainServiceIPs       = "IRONLB-SERVICE-IPS"       // nat: tree root, ClusterIP -> Service chains
 	chainNodePorts        = "IRONLB-NODEPORTS"         // nat: per protocol to the port trees; filter: health check ports (tree root)
 	chainExternalServices = "IRONLB-EXTERNAL-SERVICES" // filter: REJECT/DROP for external destinations
-	chainExternalIPs      = "IRONLB-EXTERNAL-IPS"      // filter: tree root by address
+	chainExternalIPs      = "IRONLB-EXTERNAL-IPS"      // nat: tree root, load balancer IP or externalIP -> Service chains; filter: REJECT/DROP for them
 	chainExtNodePorts     = "IRONLB-EXT-NODEPORTS"     // filter: per protocol to the port trees
 	chainFirewall         = "IRONLB-FIREWALL"          // filter: loadBalancerSourceRanges DROP (tree root)
 	chainForward          = "IRONLB-FORWARD"           // filter: accept what we DNATed
 	chainPostrouting      = "IRONLB-POSTROUTING"       // nat: masquerade marked packets
-	chainMarkMasq         = "IRONLB-MARK-MASQ"         // nat: set the masquerade mark
+	chainMarkMasq         = "IRONLB-MARK-MASQ"         // nat: set the masquerade mark (for others to jump to, as KUBE-MARK-MASQ)
+	chainHairpin          = "IRONLB-HAIRPIN"           // nat: tree root, source address -> masquerade an endpoint reaching itself
 	chainCanary           = "IRONLB-PROXY-CANARY"      // nat and filter: one rule, gone after a flush
 
 	prefixSVC = "IRONLB-SVC-"
 	prefixSVL = "IRONLB-SVL-"
 	prefixEXT = "IRONLB-EXT-"
 	prefixFW  = "IRONLB-FW-"
-	prefixSEP = "IRONLB-SEP-"
+
+	// prefixAffinity names the recent-module lists of ClientIP affinity (not chains).
+	prefixAffinity = "IRONLB-AFF-"
 
 	// chainPrefix is what every chain ironlb makes starts with.
 	chainPrefix = "IRONLB-"
@@ -43,6 +46,7 @@ type treeID int
 
 const (
 	treeNATIPs treeID = iota
+	treeNATExternalIPs
 	treeNATNodePorts
 	treeNATNodePortsUDP
 	treeNATNodePortsSCTP
@@ -53,6 +57,7 @@ const (
 	treeFilterExtNodePortsSCTP
 	treeFilterFirewall
 	treeFilterHealth
+	treeNATHairpin
 	numTrees
 )
 
@@ -126,6 +131,43 @@ func hashName(prefix string, parts ...string) string {
 	return prefix + base32.StdEncoding.EncodeToString(h[:])[:16]
 }
 
+// serviceChainName names a chain of a Service port. IPv4 names spell the
+// ClusterIP, port and protocol in hex (IRONLB-SVC-C613000A0050T... is
+// 198.19.0.10:80/TCP), then 4 characters of a hash of the Service's name
+// (two Services may briefly hold the same ClusterIP while one is deleted and
+// the other created). Name order is then address order: the chains are
+// written in that order (see appendTable), which is the order the kernel
+// walks them through the dispatch tree when it validates the table, and it
+// walks memory it allocated in order about twice as fast (measured). An
+// IPv6 address does not fit in a chain name: IPv6 chains are named by a hash.
+func serviceChainName(prefix string, sp *servicePort, hashIn string) string {
+	if !sp.clusterIP.Is4() {
+		return hashName(prefix, hashIn)
+	}
+	a := sp.clusterIP.As4()
+	proto := byte('T')
+	switch sp.protocol {
+	case "udp":
+		proto = 'U'
+	case "sctp":
+		proto = 'S'
+	}
+	h := sha256.Sum256([]byte(hashIn))
+	return fmt.Sprintf("%s%02X%02X%02X%02X%04X%c%s", prefix, a[0], a[1], a[2], a[3], sp.port, proto,
+		base32.StdEncoding.EncodeToString(h[:])[:4])
+}
+
+// clusterIPChainName names a chain of the IPv4 ClusterIP dispatch tree:
+// IRONLB-SVC-<prefix in hex>.<bits>, e.g. IRONLB-SVC-C6130000.16 for
+// 198.19.0.0/16. The name sorts right before the Service chains of the
+// addresses under it (serviceChainName), after those of lower addresses,
+// and after its own parent's: in name order a subtree's chains and the
+// Service chains they jump to are adjacent, which is what makes writing them
+// cheap for iptables-nft-restore (see appendTable).
+func clusterIPChainName(k dkey, bits int) string {
+	return fmt.Sprintf("%s%08X.%02d", prefixSVC, uint32(k.hi>>32), bits)
+}
+
 // chainRules is one chain of a Service port with its rules ("-A NAME ...\n" lines).
 type chainRules struct {
 	name   string
@@ -146,6 +188,9 @@ type spRules struct {
 	entries []dispatchEntry
 	// localReady is the number of ready local endpoints (health check answer).
 	localReady int
+	// hairpin lists the addresses of the endpoints the rules DNAT to, sorted
+	// and without repeats: each needs the hairpin masquerade rule.
+	hairpin []netip.Addr
 }
 
 type ruleWriter struct {
@@ -191,11 +236,13 @@ func (g *generator) servicePortRules(sp *servicePort, eps []endpoint) spRules {
 		}
 	}
 
-	clusterChain := hashName(prefixSVC, hashIn)
-	localChain := hashName(prefixSVL, hashIn)
-	extChain := hashName(prefixEXT, hashIn)
-	fwChain := hashName(prefixFW, hashIn)
-	sepName := func(e endpoint) string { return hashName(prefixSEP, hashIn, e.addr.String()) }
+	clusterChain := serviceChainName(prefixSVC, sp, hashIn)
+	localChain := serviceChainName(prefixSVL, sp, hashIn)
+	extChain := serviceChainName(prefixEXT, sp, hashIn)
+	fwChain := serviceChainName(prefixFW, sp, hashIn)
+	// ClientIP affinity remembers clients in one recent-module list per
+	// endpoint of the Service port.
+	affinityList := func(e endpoint) string { return hashName(prefixAffinity, hashIn, e.addr.String()) }
 
 	usesCluster := len(c.cluster) > 0 && sp.usesClusterEndpoints()
 	usesLocal := len(c.local) > 0 && sp.usesLocalEndpoints()
@@ -212,10 +259,6 @@ func (g *generator) servicePortRules(sp *servicePort, eps []endpoint) spRules {
 	}
 	usesExt := c.hasAny && sp.externallyAccessible()
 	usesFW := c.hasAny && len(sp.lbIPs) > 0 && len(sp.sourceRanges) > 0
-	lbChain := extChain
-	if usesFW {
-		lbChain = fwChain
-	}
 
 	var internalFilter, externalFilter, filterComment string
 	switch {
@@ -232,51 +275,81 @@ func (g *generator) servicePortRules(sp *servicePort, eps []endpoint) spRules {
 		filterComment = quoteComment(nameStr + " has no local endpoints")
 	}
 
+	// Masquerade marks are set with a MARK target, not a jump to
+	// IRONLB-MARK-MASQ: every jump is an edge the kernel walks when it
+	// validates the table.
+	markMasq := "-j MARK --or-mark " + g.masqMark
+	// External traffic under Cluster policy is marked for masquerade and
+	// sent to the Service chain by the dispatch rule itself; an
+	// IRONLB-EXT- chain exists only where there is more to decide (Local
+	// policy, or a firewall chain that continues to it).
+	needExt := usesExt && (sp.externalLocal || usesFW)
+	extTargets := []string{"-j " + extChain}
+	if !needExt {
+		extTargets = []string{markMasq, "-j " + clusterChain}
+	}
+	lbTargets := extTargets
+	if usesFW {
+		lbTargets = []string{"-j " + fwChain}
+	}
+
 	port := strconv.Itoa(int(sp.port))
 	portArgs := "-p " + proto + " -m comment --comment %s -m " + proto + " --dport "
-	addrEntry := func(tree treeID, a netip.Addr, comment, dport, target string) {
-		out.entries = append(out.entries, dispatchEntry{tree: tree, key: addrKey(a),
-			args: "-d " + hostPrefix(a) + " " + fmt.Sprintf(portArgs, comment) + dport + " -j " + target})
+	lines := func(match string, targets []string) string {
+		var b strings.Builder
+		for i, t := range targets {
+			if i > 0 {
+				b.WriteByte('\n')
+			}
+			b.WriteString(match)
+			b.WriteByte(' ')
+			b.WriteString(t)
+		}
+		return b.String()
 	}
-	portEntry := func(tree treeID, p uint16, comment, target string) {
+	addrEntry := func(tree treeID, a netip.Addr, comment, dport string, targets ...string) {
+		out.entries = append(out.entries, dispatchEntry{tree: tree, key: addrKey(a),
+			args: lines("-d "+hostPrefix(a)+" "+fmt.Sprintf(portArgs, comment)+dport, targets)})
+	}
+	portEntry := func(tree treeID, p uint16, comment string, targets ...string) {
 		out.entries = append(out.entries, dispatchEntry{tree: tree, key: portDKey(p),
-			args: fmt.Sprintf(portArgs, comment) + strconv.Itoa(int(p)) + " -j " + target})
+			args: lines(fmt.Sprintf(portArgs, comment)+strconv.Itoa(int(p)), targets)})
 	}
 
 	// Dispatch: ClusterIP.
 	if hasInternal {
-		addrEntry(treeNATIPs, sp.clusterIP, quoteComment(nameStr+" cluster IP"), port, internalChain)
+		addrEntry(treeNATIPs, sp.clusterIP, quoteComment(nameStr+" cluster IP"), port, "-j "+internalChain)
 	} else {
-		addrEntry(treeFilterInternal, sp.clusterIP, filterComment, port, internalFilter)
+		addrEntry(treeFilterInternal, sp.clusterIP, filterComment, port, "-j "+internalFilter)
 	}
 	// externalIPs.
 	for _, a := range sp.externalIPs {
 		if c.hasAny {
-			addrEntry(treeNATIPs, a, quoteComment(nameStr+" external IP"), port, extChain)
+			addrEntry(treeNATExternalIPs, a, quoteComment(nameStr+" external IP"), port, extTargets...)
 		}
 		if !hasExternal {
-			addrEntry(treeFilterExternalIPs, a, filterComment, port, externalFilter)
+			addrEntry(treeFilterExternalIPs, a, filterComment, port, "-j "+externalFilter)
 		}
 	}
 	// Load balancer IPs.
 	for _, a := range sp.lbIPs {
 		if c.hasAny {
-			addrEntry(treeNATIPs, a, quoteComment(nameStr+" loadbalancer IP"), port, lbChain)
+			addrEntry(treeNATExternalIPs, a, quoteComment(nameStr+" loadbalancer IP"), port, lbTargets...)
 		}
 		if usesFW {
-			addrEntry(treeFilterFirewall, a, quoteComment(nameStr+" traffic not accepted by "+fwChain), port, "DROP")
+			addrEntry(treeFilterFirewall, a, quoteComment(nameStr+" traffic not accepted by "+fwChain), port, "-j DROP")
 		}
 		if !hasExternal {
-			addrEntry(treeFilterExternalIPs, a, filterComment, port, externalFilter)
+			addrEntry(treeFilterExternalIPs, a, filterComment, port, "-j "+externalFilter)
 		}
 	}
 	// NodePort.
 	if sp.nodePort != 0 {
 		if c.hasAny {
-			portEntry(treeNATNodePorts+protoIndex(proto), sp.nodePort, quoteComment(nameStr), extChain)
+			portEntry(treeNATNodePorts+protoIndex(proto), sp.nodePort, quoteComment(nameStr), extTargets...)
 		}
 		if !hasExternal {
-			portEntry(treeFilterExtNodePorts+protoIndex(proto), sp.nodePort, filterComment, externalFilter)
+			portEntry(treeFilterExtNodePorts+protoIndex(proto), sp.nodePort, filterComment, "-j "+externalFilter)
 		}
 	}
 	if sp.healthCheckNodePort != 0 {
@@ -302,21 +375,21 @@ func (g *generator) servicePortRules(sp *servicePort, eps []endpoint) spRules {
 		match := "-d " + hostPrefix(sp.clusterIP) + " -p " + proto + " -m " + proto + " --dport " + port
 		switch {
 		case g.masqueradeAll:
-			w.add(match, "-j", chainMarkMasq)
+			w.add(match, markMasq)
 		case g.clusterCIDR.IsValid():
-			w.add("! -s", g.clusterCIDR.String(), match, "-j", chainMarkMasq)
+			w.add("! -s", g.clusterCIDR.String(), match, markMasq)
 		}
 	}
 
-	if usesExt {
+	if needExt {
 		w := &ruleWriter{chain: extChain}
 		if !sp.externalLocal {
-			w.add("-m comment --comment", quoteComment("masquerade traffic for "+nameStr+" external destinations"), "-j", chainMarkMasq)
+			w.add("-m comment --comment", quoteComment("masquerade traffic for "+nameStr+" external destinations"), markMasq)
 		} else {
 			if g.clusterCIDR.IsValid() {
 				w.add("-s", g.clusterCIDR.String(), "-m comment --comment", quoteComment("pod traffic for "+nameStr+" external destinations"), "-j", clusterChain)
 			}
-			w.add("-m comment --comment", quoteComment("masquerade LOCAL traffic for "+nameStr+" external destinations"), "-m addrtype --src-type LOCAL -j", chainMarkMasq)
+			w.add("-m comment --comment", quoteComment("masquerade LOCAL traffic for "+nameStr+" external destinations"), "-m addrtype --src-type LOCAL", markMasq)
 			w.add("-m comment --comment", quoteComment("route LOCAL traffic for "+nameStr+" external destinations"), "-m addrtype --src-type LOCAL -j", clusterChain)
 		}
 		if hasExternal {
@@ -346,48 +419,68 @@ func (g *generator) servicePortRules(sp *servicePort, eps []endpoint) spRules {
 	}
 
 	if clusterW != nil {
-		g.balance(clusterW, sp, c.cluster, sepName)
+		g.balance(clusterW, sp, c.cluster, affinityList)
 		out.chains = append(out.chains, clusterW.done())
 	}
 	if localW != nil {
-		g.balance(localW, sp, c.local, sepName)
+		g.balance(localW, sp, c.local, affinityList)
 		out.chains = append(out.chains, localW.done())
 	}
+	// Hairpin (an endpoint reaching itself through the Service) is
+	// masqueraded in IRONLB-POSTROUTING by one rule per endpoint address,
+	// shared by every Service that has it. Only endpoints whose own new
+	// connections can be DNATed here without a masquerade mark need one:
+	// those on this node (or of no known node); an endpoint on another node
+	// reaches this node's rules only through a NodePort, load balancer IP or
+	// externalIP, which mark for masquerade, except under Local policy,
+	// where pod traffic (the cluster CIDR) goes to every endpoint unmarked.
+	podShortCircuit := sp.externalLocal && usesExt && g.clusterCIDR.IsValid()
 	for _, e := range c.reachable {
-		name := sepName(e)
-		w := &ruleWriter{chain: name}
-		w.add("-s", hostPrefix(e.addr.Addr()), "-j", chainMarkMasq)
-		affinity := ""
-		if sp.affinitySeconds > 0 {
-			affinity = "-m recent --set --name " + name + " --rsource"
+		if e.remote && !podShortCircuit {
+			continue
 		}
-		w.add(affinity, "-p", proto, "-j DNAT --to-destination", e.addr.String())
-		out.chains = append(out.chains, w.done())
+		a := e.addr.Addr()
+		if n := len(out.hairpin); n == 0 || out.hairpin[n-1] != a {
+			out.hairpin = append(out.hairpin, a)
+		}
 	}
 	return out
 }
 
-// balance writes the affinity checks and the random choice among eps.
-func (g *generator) balance(w *ruleWriter, sp *servicePort, eps []endpoint, sepName func(endpoint) string) {
+// balance writes the endpoint choice of one policy chain: with ClientIP
+// affinity first one rule per endpoint that catches a client seen within the
+// timeout, then one rule per endpoint that picks it at random with
+// probability 1/(n-i) (the last one unconditionally). Each rule DNATs itself:
+// there are no per-endpoint chains (see the package doc for why).
+//
+// The affinity rules use --update, not --rcheck: kube-proxy's endpoint chain
+// records the client again (--set) on every new connection, also one that
+// came through the affinity check, so the timeout counts from the client's
+// last new connection. --update is that check and that record in one match.
+func (g *generator) balance(w *ruleWriter, sp *servicePort, eps []endpoint, list func(endpoint) string) {
+	proto := "-p " + sp.protocol
 	if sp.affinitySeconds > 0 {
 		secs := strconv.Itoa(sp.affinitySeconds)
 		for _, e := range eps {
-			n := sepName(e)
-			w.add("-m recent --rcheck --seconds", secs, "--reap --name", n, "--rsource -j", n)
+			w.add(proto, "-m recent --update --seconds", secs, "--reap --name", list(e), "--rsource -j DNAT --to-destination", e.addr.String())
 		}
 	}
 	for i, e := range eps {
+		random, record := "", ""
 		if i < len(eps)-1 {
-			w.add("-m statistic --mode random --probability", g.probability(len(eps)-i), "-j", sepName(e))
-		} else {
-			w.add("-j", sepName(e))
+			random = "-m statistic --mode random --probability " + g.probability(len(eps)-i)
 		}
+		if sp.affinitySeconds > 0 {
+			record = "-m recent --set --name " + list(e) + " --rsource"
+		}
+		w.add(proto, random, record, "-j DNAT --to-destination", e.addr.String())
 	}
 }
 
 // staticChains writes the chains whose rules depend only on configuration:
-// those Service chains jump to go to first (the first batch), those that jump
-// to dispatch trees to nat. The tree roots are written by the trees.
+// those that may be written in the first of several batches go to first,
+// those that jump to dispatch trees to nat. The tree roots are written by the
+// trees.
 func (g *generator) staticChains(first, nat, filter *tableBuf) {
 	write := func(b *tableBuf, name string, lines ...string) {
 		w := &ruleWriter{chain: name}
@@ -401,7 +494,7 @@ func (g *generator) staticChains(first, nat, filter *tableBuf) {
 	if g.family == iptables.IPv6 {
 		loopback = "::1/128"
 	}
-	svc := []string{"-j " + chainServiceIPs}
+	svc := []string{"-j " + chainServiceIPs, "-j " + chainExternalIPs}
 	if len(g.nodePortCIDRs) == 0 {
 		svc = append(svc, "-m comment --comment \"ironlb service nodeports; NOTE: this must be the last rule in this chain\" -m addrtype --dst-type LOCAL ! -d "+loopback+" -j "+chainNodePorts)
 	}
@@ -420,7 +513,12 @@ func (g *generator) staticChains(first, nat, filter *tableBuf) {
 		masq += " --random-fully"
 	}
 	mark := g.masqMark + "/" + g.masqMark
-	write(first, chainPostrouting,
+	// The new connections this node DNATed and did not mark look for a
+	// hairpin (source = the endpoint chosen) in the IRONLB-HAIRPIN tree; the
+	// goto returns to POSTROUTING. Marked ones are masqueraded, and the mark
+	// is cleared first, as kube-proxy does.
+	write(nat, chainPostrouting,
+		"-m mark ! --mark "+mark+" -m conntrack --ctstate DNAT -g "+chainHairpin,
 		"-m mark ! --mark "+mark+" -j RETURN",
 		"-j MARK --xor-mark "+g.masqMark,
 		"-m comment --comment \"ironlb service traffic requiring SNAT\" "+masq)
@@ -438,6 +536,18 @@ func (g *generator) staticChains(first, nat, filter *tableBuf) {
 		"-m comment --comment \"ironlb forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
 	write(filter, chainForward, fwd...)
 	write(filter, chainCanary, "-j RETURN")
+}
+
+// hairpinRule is the IRONLB-HAIRPIN rule of one endpoint address: a new
+// connection from it that was DNATed back to it is masqueraded, so the
+// endpoint's answer comes back through the node.
+func (g *generator) hairpinRule(a netip.Addr) string {
+	h := hostPrefix(a)
+	r := "-s " + h + " -d " + h + " -j MASQUERADE"
+	if g.randomFully {
+		r += " --random-fully"
+	}
+	return r
 }
 
 func natNodePortRoot(proto string) string    { return chainNodePorts + "-" + strings.ToUpper(proto) }

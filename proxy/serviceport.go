@@ -187,7 +187,8 @@ func servicePortsFor(svc *v1.Service, family iptables.Family) []servicePort {
 // endpoint is one backend of a Service port.
 type endpoint struct {
 	addr        netip.AddrPort
-	local       bool
+	local       bool // on this node
+	remote      bool // on another node (neither: the slice does not say)
 	ready       bool
 	serving     bool
 	terminating bool
@@ -196,7 +197,7 @@ type endpoint struct {
 }
 
 func (e endpoint) equal(o endpoint) bool {
-	return e.addr == o.addr && e.local == o.local && e.ready == o.ready && e.serving == o.serving &&
+	return e.addr == o.addr && e.local == o.local && e.remote == o.remote && e.ready == o.ready && e.serving == o.serving &&
 		e.terminating == o.terminating && slices.Equal(e.zoneHints, o.zoneHints) && slices.Equal(e.nodeHints, o.nodeHints)
 }
 
@@ -248,6 +249,7 @@ func endpointsFor(slicesOfService []*discovery.EndpointSlice, family iptables.Fa
 				ep := endpoint{
 					addr:        netip.AddrPortFrom(a, uint16(*p.Port)),
 					local:       e.NodeName != nil && *e.NodeName == nodeName,
+					remote:      e.NodeName != nil && *e.NodeName != nodeName,
 					ready:       e.Conditions.Ready == nil || *e.Conditions.Ready,
 					serving:     e.Conditions.Serving == nil || *e.Conditions.Serving,
 					terminating: e.Conditions.Terminating != nil && *e.Conditions.Terminating,

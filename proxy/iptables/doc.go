@@ -18,7 +18,10 @@
 // OUTPUT, and nat POSTROUTING, and returns every possible Outcome: the
 // verdict (ACCEPT, DROP, REJECT), the destination after DNAT, whether the
 // source is masqueraded, the probability of the path (random balancing
-// branches), the recent-module lists it sets, and how many rules it evaluated.
+// branches), the recent-module lists it records the client in (--set, or
+// --update that matched), and how many rules it evaluated. conntrack
+// --ctstate DNAT matches in POSTROUTING a packet whose destination was
+// rewritten.
 //
 //	m := iptables.NewModel(iptables.IPv4)
 //	err := m.Restore(ctx, input)

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func mustRestore(t *testing.T, m *Model, in string) {
@@ -141,6 +142,8 @@ func TestSaveRestoresItself(t *testing.T) {
 -A S ! -s 198.18.0.0/16 -d 198.19.0.10/32 -p tcp -m tcp --dport 80 -j MARK --or-mark 0x4000
 -A S -m comment --comment "a \"quoted\" comment" -m statistic --mode random --probability 0.3333333333 -g E
 -A S -m recent --rcheck --seconds 10 --reap --name E --rsource -j E
+-A S -p tcp -m recent --update --seconds 10 --reap --name E --rsource -j DNAT --to-destination 198.18.1.10:80
+-A POSTROUTING -m mark ! --mark 0x4000/0x4000 -m conntrack --ctstate DNAT -g E
 -A E -s 198.18.1.10 -m addrtype --src-type LOCAL -j RETURN
 -A E -m recent --set --name E --rsource -p udp -j DNAT --to-destination 198.18.1.10:53
 -A POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN
@@ -206,6 +209,50 @@ COMMIT
 	}
 }
 
+// TestTracerRecentUpdateAndDNATState: a recent --update match that matches
+// records the client again; conntrack --ctstate DNAT in POSTROUTING matches
+// only connections whose destination was rewritten.
+func TestTracerRecentUpdateAndDNATState(t *testing.T) {
+	m := NewModel(IPv4)
+	mustRestore(t, m, `*nat
+:SVC - [0:0]
+:HP - [0:0]
+-A PREROUTING -d 198.19.0.10/32 -p tcp -m tcp --dport 80 -j SVC
+-A SVC -p tcp -m recent --update --seconds 10 --reap --name L1 --rsource -j DNAT --to-destination 198.18.1.1:8080
+-A SVC -p tcp -m statistic --mode random --probability 0.5 -m recent --set --name L1 --rsource -j DNAT --to-destination 198.18.1.1:8080
+-A SVC -p tcp -m recent --set --name L2 --rsource -j DNAT --to-destination 198.18.1.2:8080
+-A POSTROUTING -m conntrack --ctstate DNAT -g HP
+-A HP -s 198.18.1.1/32 -d 198.18.1.1/32 -j MASQUERADE
+COMMIT
+`)
+	client := netip.MustParseAddr("198.18.1.1")
+	now := time.Now()
+	tr := Tracer{Model: m, Now: now}
+	p := Packet{Src: client, Dst: netip.MustParseAddr("198.19.0.10"), DstPort: 80, Protocol: "tcp", InInterface: "veth0"}
+	outs, err := tr.Trace(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(outs) != 2 {
+		t.Fatalf("a new client: %+v, want two random outcomes", outs)
+	}
+	for _, o := range outs {
+		self := o.Dst.Addr() == client
+		if o.Masquerade != self || o.Probability != 0.5 {
+			t.Errorf("new client to %v: masquerade %v probability %v", o.Dst, o.Masquerade, o.Probability)
+		}
+	}
+	m.RecordRecent("L1", client, now.Add(-5*time.Second))
+	outs, _ = tr.Trace(p)
+	if len(outs) != 1 || outs[0].Dst.Addr() != client || !slices.Equal(outs[0].Recent, []string{"L1"}) {
+		t.Errorf("a known client: %+v, want the update rule (recording L1 again)", outs)
+	}
+	outs, _ = tr.Trace(Packet{Src: client, Dst: netip.MustParseAddr("198.18.1.1"), DstPort: 8080, Protocol: "tcp", InInterface: "veth0"})
+	if len(outs) != 1 || outs[0].Masquerade || outs[0].DNAT {
+		t.Errorf("a connection that was not DNATed: %+v, want no masquerade", outs)
+	}
+}
+
 func TestParseRuleErrors(t *testing.T) {
 	bad := [][]string{
 		{"-j"},
@@ -215,6 +262,9 @@ func TestParseRuleErrors(t *testing.T) {
 		{"-m", "statistic", "--mode", "random", "-j", "ACCEPT"},
 		{"-m", "statistic", "--mode", "random", "--probability", "2", "-j", "ACCEPT"},
 		{"-m", "recent", "--set", "-j", "ACCEPT"},
+		{"-m", "recent", "--set", "--update", "--name", "L", "-j", "ACCEPT"},
+		{"-m", "recent", "--set", "--seconds", "5", "--name", "L", "-j", "ACCEPT"},
+		{"-m", "recent", "--update", "--reap", "--name", "L", "-j", "ACCEPT"},
 		{"-j", "MARK"},
 		{"-j", "DNAT"},
 		{"-g", "ACCEPT"},

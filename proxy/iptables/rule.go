@@ -68,7 +68,7 @@ type match struct {
 	prob    float64
 	probTxt string
 	name    string // recent --name
-	op      string // recent "set" or "rcheck"
+	op      string // recent "set", "rcheck" or "update"
 	seconds int
 	reap    bool
 }
@@ -314,7 +314,7 @@ func ParseRule(family Family, args []string) (*Rule, error) {
 				return nil, errors.New("negated statistic match is not supported")
 			}
 			i++
-		case "--name", "--set", "--rcheck", "--seconds", "--reap", "--rsource":
+		case "--name", "--set", "--rcheck", "--update", "--seconds", "--reap", "--rsource":
 			if pending == nil || pending.kind != mRecent {
 				return nil, fmt.Errorf("%s without -m recent", a)
 			}
@@ -332,9 +332,9 @@ func ParseRule(family Family, args []string) (*Rule, error) {
 				}
 				pending.name = v
 				i++
-			case "--set", "--rcheck":
+			case "--set", "--rcheck", "--update":
 				if pending.op != "" {
-					return nil, errors.New("recent: more than one of --set and --rcheck")
+					return nil, errors.New("recent: more than one of --set, --rcheck and --update")
 				}
 				pending.op = strings.TrimPrefix(a, "--")
 			case "--seconds":
@@ -367,10 +367,10 @@ func ParseRule(family Family, args []string) (*Rule, error) {
 		switch m.kind {
 		case mRecent:
 			if m.name == "" || m.op == "" {
-				return nil, errors.New("recent needs --name and one of --set or --rcheck")
+				return nil, errors.New("recent needs --name and one of --set, --rcheck or --update")
 			}
 			if m.op == "set" && (m.seconds != 0 || m.reap) {
-				return nil, errors.New("recent --seconds and --reap only go with --rcheck")
+				return nil, errors.New("recent --seconds and --reap only go with --rcheck or --update")
 			}
 			if m.reap && m.seconds == 0 {
 				return nil, errors.New("recent --reap needs --seconds")

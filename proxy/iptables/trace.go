@@ -48,7 +48,8 @@ type Outcome struct {
 	RandomFully bool
 	// Probability is the chance of this outcome, from the random matches on its path.
 	Probability float64
-	// Recent names the recent-module lists the packet was added to (--set).
+	// Recent names the recent-module lists the packet was recorded in (--set,
+	// or --update that matched).
 	Recent []string
 	// Rules is the number of rules evaluated on this path, in every table.
 	Rules int
@@ -228,7 +229,8 @@ func (tr *Tracer) runFrom(p Packet, t *table, c *chain, i int, st tstate, depth 
 			continue
 		}
 		for _, m := range r.matches {
-			if m.kind == mRecent && m.op == "set" {
+			// --set records the source; --update records it when it matched.
+			if m.kind == mRecent && (m.op == "set" || m.op == "update") {
 				st.recent = append(slices.Clip(st.recent), m.name)
 			}
 		}

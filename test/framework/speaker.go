@@ -47,7 +47,6 @@ type speakerState struct {
 	binary     string
 	kubeconfig string // ServiceAccount ironlb-system/ironlb-speaker, server on the LAN
 	secret     string // memberlist secret file
-	proxyKC    string // kube-proxy's kubeconfig
 	rbac       bool
 }
 
@@ -341,62 +340,7 @@ func (e *Env) BGPSessions(ctx context.Context) ([]BGPSession, error) {
 // in a cluster whose cluster CIDR is 198.18.0.0/16 (and 2001:db8:18::/48). It
 // returns once kube-proxy's /healthz answers (its rules are synced), at most 30s.
 func (e *Env) StartKubeProxy(ctx context.Context, i int) (*lab.Process, error) {
-	st := &e.speaker
-	st.mu.Lock()
-	if st.proxyKC == "" {
-		kc, err := e.Cluster.ClientCertKubeconfig("kube-proxy", "system:kube-proxy", nil)
-		if err == nil {
-			st.proxyKC, err = e.lanKubeconfig(kc)
-		}
-		if err != nil {
-			st.mu.Unlock()
-			return nil, err
-		}
-	}
-	kc := st.proxyKC
-	st.mu.Unlock()
-	if e.Bins.KubeProxy == "" {
-		return nil, errors.New("kube-proxy binary not built (cluster.EnsureBinaries)")
-	}
-	host := e.Lab.NodeName(i)
-	ip := e.Lab.NodeIP(i)
-	cidrs := "198.18.0.0/16"
-	if e.Lab.Spec().IPv6 {
-		cidrs += ",2001:db8:18::/48"
-	}
-	p, err := e.Lab.Start(host, filepath.Join(e.Lab.Dir(), host+"-kube-proxy.log"), e.Bins.KubeProxy,
-		"--kubeconfig="+kc,
-		"--hostname-override="+host,
-		"--proxy-mode=iptables",
-		"--cluster-cidr="+cidrs,
-		"--healthz-bind-address="+ip.String()+":10256",
-		"--metrics-bind-address="+ip.String()+":10249",
-		"--conntrack-max-per-core=0",
-		"--conntrack-tcp-timeout-established=0",
-		"--conntrack-tcp-timeout-close-wait=0",
-		"--iptables-sync-period=30s",
-		"--v=1",
-	)
-	if err != nil {
-		return nil, err
-	}
-	e.pids = append(e.pids, p.Pid())
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	url := "http://" + netip.AddrPortFrom(ip, 10256).String() + "/healthz"
-	for {
-		if _, err := e.Lab.HTTPGet(wctx, host, url, time.Second); err == nil {
-			return p, nil
-		}
-		select {
-		case <-p.Done():
-			return nil, fmt.Errorf("kube-proxy on %s exited: %v: %s", host, p.Err(), p.Tail(3000))
-		case <-wctx.Done():
-			_ = p.Stop()
-			return nil, fmt.Errorf("kube-proxy on %s not healthy within 30s: %s", host, p.Tail(3000))
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+	return e.StartKubeProxyMode(ctx, i, "iptables", 30*time.Second, "--iptables-sync-period=30s")
 }
 
 // CleanupKubeProxy runs `kube-proxy --cleanup` on lab node i: it removes the
