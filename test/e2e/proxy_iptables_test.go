@@ -172,6 +172,9 @@ func TestProxyWithoutKubeProxy(t *testing.T) {
 		if err := env.PublishEndpoints(t.Context(), ns, "nginx", 80, backends, false); err != nil {
 			t.Fatal(err)
 		}
+		for i := 1; i <= env.Lab.Nodes(); i++ {
+			waitNAT(t, i, "the endpoint back", func(nat string) bool { return strings.Contains(nat, "--to-destination "+gone.IP.String()+":80") })
+		}
 		curlBackends(t, lab.HostLANClient, urlFor(vip, 8000), all, 60)
 	})
 
