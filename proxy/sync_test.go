@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -364,6 +365,9 @@ func TestStaleUDPConntrackEntriesDeleted(t *testing.T) {
 	if got, want := e.ct.flows[iptables.IPv4], []Flow{keep1, tcp, other}; !slices.Equal(got, want) {
 		t.Errorf("after an endpoint went: flows %v, want %v", got, want)
 	}
+	if got := testutil.ToFloat64(e.p.metrics.conntrackDel.WithLabelValues("IPv4")); got != 2 {
+		t.Errorf("conntrack_deleted_total{IPv4} = %v after deleting 2 flows", got)
+	}
 
 	// The last endpoint goes: every flow to the ClusterIP is stale; NodePort
 	// flows are left (they are matched by port only).
@@ -621,5 +625,56 @@ func TestSyncsAreRateLimited(t *testing.T) {
 	// IPv4 restores only: the first sync may still be in its MinSyncPeriod.
 	if n := after - before; n > 2 {
 		t.Errorf("20 changes within %v took %d restores, want them batched (MinSyncPeriod 2s)", time.Since(start), n)
+	}
+}
+
+// failingRestore is an iptables whose Restore fails while fail is set.
+type failingRestore struct {
+	iptables.Interface
+	fail bool
+}
+
+func (f *failingRestore) Restore(ctx context.Context, data []byte) error {
+	if f.fail {
+		return errors.New("iptables-restore: exit status 4 (resource busy)")
+	}
+	return f.Interface.Restore(ctx, data)
+}
+
+// A failed restore is counted, leaves the other family programmed, and makes
+// the next sync of that family a full one that programs everything.
+func TestFailedSyncCountedAndRepairedByAFullSync(t *testing.T) {
+	m4 := iptables.NewModel(iptables.IPv4)
+	flaky := &failingRestore{Interface: m4}
+	e := newEnv(t, func(c *Config) { c.IPTables[0] = flaky })
+	e.m4 = m4
+	e.add(nginx(nodePort(30080)), nginxSlice(ep1, ep2))
+	e.sync()
+	flaky.fail = true
+	e.add(nginxSlice(ep1, ep2, ep3))
+	if err := e.p.syncOnce(context.Background()); err == nil {
+		t.Fatal("a failed restore was not reported")
+	}
+	if got := testutil.ToFloat64(e.p.metrics.syncFailures.WithLabelValues("IPv4")); got != 1 {
+		t.Errorf("sync_failures_total{IPv4} = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(e.p.metrics.syncFailures.WithLabelValues("IPv6")); got != 0 {
+		t.Errorf("sync_failures_total{IPv6} = %v, want 0", got)
+	}
+	fulls := testutil.ToFloat64(e.p.metrics.syncs.WithLabelValues("IPv4", "full"))
+	flaky.fail = false
+	e.sync()
+	if got := testutil.ToFloat64(e.p.metrics.syncs.WithLabelValues("IPv4", "full")); got != fulls+1 {
+		t.Errorf("the sync after a failure was not full: full syncs %v -> %v", fulls, got)
+	}
+	// The third endpoint, added while restores failed, is reachable now.
+	seen := map[string]bool{}
+	for _, o := range e.trace(pkt("198.51.100.10", "192.0.2.11", 30080)) {
+		if o.DNAT {
+			seen[o.Dst.String()] = true
+		}
+	}
+	if !seen[ep3.ip+":8080"] || len(seen) != 3 {
+		t.Errorf("after the repair the NodePort reaches %v, want the three endpoints", seen)
 	}
 }
