@@ -47,6 +47,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/ironlb/ironlb/test/framework"
+	"github.com/ironlb/ironlb/test/internal/benchlog"
 	"github.com/ironlb/ironlb/test/lab"
 )
 
@@ -83,19 +84,9 @@ func main() {
 	}
 }
 
-var start = time.Now()
+var say = benchlog.Say
 
-func say(format string, args ...any) {
-	fmt.Printf("[%7.2fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	return strings.Join(strings.Fields(string(b))[:3], " ")
-}
+var loadavg = benchlog.LoadAvg
 
 const (
 	ns = "bench"

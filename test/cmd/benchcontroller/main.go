@@ -47,6 +47,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/ironlb/ironlb/test/framework"
+	"github.com/ironlb/ironlb/test/internal/benchlog"
 	"github.com/ironlb/ironlb/test/lab"
 )
 
@@ -81,11 +82,7 @@ func signalContext() (context.Context, context.CancelFunc) {
 
 var metallbPools = schema.GroupVersionResource{Group: "metallb.io", Version: "v1beta1", Resource: "ipaddresspools"}
 
-var start = time.Now()
-
-func say(format string, args ...any) {
-	fmt.Printf("[%7.2fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
-}
+var say = benchlog.Say
 
 // impl is one controller under test.
 type impl struct {
@@ -175,14 +172,7 @@ func creationFloor(ctx context.Context, client kubernetes.Interface, n int) (tim
 	return took, deleteAll(ctx, client, ns)
 }
 
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	return strings.Join(f[:3], " ") + " (1, 5, 15 min; 2 cores)"
-}
+func loadavg() string { return benchlog.LoadAvg() + " (1, 5, 15 min; 2 cores)" }
 
 func measure(ctx context.Context, env *framework.Env, client kubernetes.Interface, im impl, burst, live int) (measurement, error) {
 	m := measurement{impl: im.name}

@@ -51,6 +51,7 @@ import (
 
 	"github.com/ironlb/ironlb/test/cluster"
 	"github.com/ironlb/ironlb/test/framework"
+	"github.com/ironlb/ironlb/test/internal/benchlog"
 	"github.com/ironlb/ironlb/test/lab"
 )
 
@@ -110,19 +111,9 @@ func main() {
 	}
 }
 
-var start = time.Now()
+var say = benchlog.Say
 
-func say(format string, args ...any) {
-	fmt.Printf("[%7.2fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	return strings.Join(strings.Fields(string(b))[:3], " ")
-}
+var loadavg = benchlog.LoadAvg
 
 // proxy is one proxy under test and how a change reaches it.
 type proxy struct {

@@ -57,6 +57,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/ironlb/ironlb/test/framework"
+	"github.com/ironlb/ironlb/test/internal/benchlog"
 	"github.com/ironlb/ironlb/test/lab"
 )
 
@@ -116,19 +117,9 @@ type options struct {
 	logs                                       string
 }
 
-var start = time.Now()
+var say = benchlog.Say
 
-func say(format string, args ...any) {
-	fmt.Printf("[%8.2fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	return strings.Join(strings.Fields(string(b))[:3], " ")
-}
+var loadavg = benchlog.LoadAvg
 
 // proxy is one proxy under test, on its own node.
 type proxy struct {

@@ -43,6 +43,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/ironlb/ironlb/test/framework"
+	"github.com/ironlb/ironlb/test/internal/benchlog"
 	"github.com/ironlb/ironlb/test/lab"
 )
 
@@ -79,11 +80,7 @@ func main() {
 	}
 }
 
-var start = time.Now()
-
-func say(format string, args ...any) {
-	fmt.Printf("[%7.2fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
-}
+var say = benchlog.Say
 
 type bench struct {
 	trials   int
@@ -102,14 +99,7 @@ type bench struct {
 	self     string
 }
 
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	return strings.Join(f[:3], " ")
-}
+var loadavg = benchlog.LoadAvg
 
 func (b *bench) run(ctx context.Context) (err error) {
 	say("bringing up the lab (3 nodes, kube-apiserver + etcd in cp); load average %s", loadavg())
