@@ -108,6 +108,27 @@ func agreed(speakers []*speaker, vips []netip.Addr) (map[netip.Addr]string, bool
 	return owners, true
 }
 
+// describe is each speaker's view, for a failure message.
+func describe(speakers []*speaker, vips []netip.Addr) string {
+	out := ""
+	for _, s := range speakers {
+		s.mu.Lock()
+		owners := map[string]int{}
+		for _, ip := range vips {
+			o, _ := s.e.Owner(ip)
+			owners[o]++
+		}
+		var members []string
+		for _, m := range s.c.Members() {
+			members = append(members, fmt.Sprintf("%s(%d claims)", m.Name, len(m.Meta.Claims)))
+		}
+		out += fmt.Sprintf("\n  %s: acting %v, claims %d, published %d, owners %v, members %v",
+			s.name, s.acting, len(s.e.Claims(s.name)), len(s.published), owners, members)
+		s.mu.Unlock()
+	}
+	return out
+}
+
 // waitAgreed waits until the speakers agree on owners that satisfy want.
 func waitAgreed(t *testing.T, speakers []*speaker, vips []netip.Addr, timeout time.Duration, want func(map[netip.Addr]string) bool) map[netip.Addr]string {
 	t.Helper()
@@ -117,7 +138,7 @@ func waitAgreed(t *testing.T, speakers []*speaker, vips []netip.Addr, timeout ti
 			return owners
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("speakers did not agree on owners within %v", timeout)
+			t.Fatalf("speakers did not agree on owners within %v:%s", timeout, describe(speakers, vips))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -169,8 +190,11 @@ func TestElectionOverMemberlist(t *testing.T) {
 		}
 	}
 
+	// A generous bound: a node that rejoins under the name memberlist declared
+	// dead is accepted once it has refuted that with a higher incarnation, which
+	// took over 10 s twice in about 40 runs on the loaded CI machine.
 	speakers[vi] = startSpeaker(t, speakers[vi].i, vips, []netip.AddrPort{peer(survivors[0].i)})
-	back := waitAgreed(t, speakers, vips, 10*time.Second, anything)
+	back := waitAgreed(t, speakers, vips, 30*time.Second, anything)
 	if !maps.Equal(back, after) {
 		t.Fatalf("the restarted %s changed owners (failback): %v -> %v", victim, after, back)
 	}
