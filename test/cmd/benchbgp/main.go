@@ -354,23 +354,10 @@ func (b *bench) createDelete(ctx context.Context) ([]string, error) {
 
 func ms(d time.Duration) string { return d.Round(time.Millisecond).String() }
 
-// pct is the p-quantile of ds (nearest rank), 0 for none.
-func pct(ds []time.Duration, p float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Sorted(slices.Values(ds))
-	i := int(p*float64(len(s))+0.999999) - 1
-	return s[max(0, min(i, len(s)-1))].Round(time.Millisecond)
-}
-
-// stats formats p50/p95/min/max of ds.
-func stats(name string, ds []time.Duration) string {
-	if len(ds) == 0 {
-		return fmt.Sprintf("  %-62s no samples", name)
-	}
-	return fmt.Sprintf("  %-62s p50 %-8v p95 %-8v min %-8v max %-8v (n=%d)", name, pct(ds, 0.5), pct(ds, 0.95), pct(ds, 0), pct(ds, 1), len(ds))
-}
+var (
+	pct   = benchlog.Quantile
+	stats = benchlog.Stats
+)
 
 // speakerCPU is the CPU time the running speakers have used (user +
 // system, from /proc/<pid>/stat).

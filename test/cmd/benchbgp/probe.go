@@ -10,9 +10,10 @@ import (
 	"net/http"
 	"os"
 	"sort"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/ironlb/ironlb/test/internal/benchlog"
 )
 
 // The prober runs in the client namespace (benchbgp starts itself there as
@@ -85,7 +86,7 @@ func runProbe(args []string) error {
 // lost counts the probes started in [from, to) and those of them lost, and
 // summarises why they were lost.
 func lost(probes []probe, from, to time.Time) (n, total int, why string) {
-	reasons := map[string]int{}
+	var errs []string
 	for _, p := range probes {
 		if p.Start < from.UnixNano() || p.Start >= to.UnixNano() {
 			continue
@@ -93,17 +94,8 @@ func lost(probes []probe, from, to time.Time) (n, total int, why string) {
 		total++
 		if !p.OK {
 			n++
-			e := p.Err
-			if i := strings.LastIndex(e, ": "); i >= 0 {
-				e = e[i+2:]
-			}
-			reasons[e]++
+			errs = append(errs, p.Err)
 		}
 	}
-	var parts []string
-	for e, c := range reasons {
-		parts = append(parts, fmt.Sprintf("%dx %s", c, e))
-	}
-	sort.Strings(parts)
-	return n, total, strings.Join(parts, "; ")
+	return n, total, benchlog.Reasons(errs)
 }

@@ -452,42 +452,18 @@ func tcpLoss(rep probeReport, from, to, t0 int64) (lost, total int, outage time.
 	return lost, total, time.Duration(to - t0)
 }
 
-// lostErrors summarises why probes in [from, to] were lost: each distinct
-// error (addresses and ports cut) with its count.
+// lostErrors summarises why probes started in [from, to] were lost.
 func lostErrors(rep probeReport, from, to int64) string {
-	count := map[string]int{}
+	var errs []string
 	for _, p := range rep.TCP {
-		if p.OK || p.Start < from || p.Start > to {
-			continue
+		if !p.OK && p.Start >= from && p.Start <= to {
+			errs = append(errs, p.Err)
 		}
-		e := p.Err
-		if i := strings.LastIndex(e, ": "); i >= 0 {
-			e = e[i+2:]
-		}
-		count[e]++
 	}
-	var parts []string
-	for e, n := range count {
-		parts = append(parts, fmt.Sprintf("%dx %s", n, e))
-	}
-	sort.Strings(parts)
-	return strings.Join(parts, "; ")
+	return benchlog.Reasons(errs)
 }
 
-// stats formats p50/p95/max of durations.
-func stats(name string, ds []time.Duration) string {
-	if len(ds) == 0 {
-		return fmt.Sprintf("  %-58s no samples", name)
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	pct := func(p float64) time.Duration {
-		i := int(p*float64(len(s))+0.999999) - 1
-		return s[max(0, min(i, len(s)-1))]
-	}
-	r := func(d time.Duration) string { return d.Round(time.Millisecond).String() }
-	return fmt.Sprintf("  %-58s p50 %-8s p95 %-8s min %-8s max %-8s (n=%d)", name, r(pct(0.5)), r(pct(0.95)), r(s[0]), r(s[len(s)-1]), len(s))
-}
+var stats = benchlog.Stats
 
 func counts(name string, xs []int) string {
 	s := slices.Clone(xs)
