@@ -12,7 +12,12 @@
 //	    object written before it);
 //	(b) at that size, one Service change (the EndpointSlice of a Service that
 //	    had none, so its connections were refused): time from the write until a
-//	    connection through the proxy's node succeeds, several samples;
+//	    connection through the proxy's node succeeds, several samples; first
+//	    with the three proxies programming the same change at once (they share
+//	    the machine's cores, and kube-proxy's iptables mode keeps one busy),
+//	    then each proxy alone: the other two proxies' process groups are
+//	    stopped (SIGSTOP) while it programs its own change, as on a real node,
+//	    where a proxy does not share its CPU with two other proxies;
 //	(c) new-connection latency (TCP connect, SYN to SYN-ACK) from lanclient to
 //	    random Services' ClusterIPs routed through the proxy's node, p50/p99,
 //	    at the small and at the full size, and to an endpoint directly (no
@@ -26,7 +31,7 @@
 //
 // Usage (make bench-lab runs it): go run ./cmd/benchproxy [-services 10000]
 // [-small 100] [-endpoints 10] [-conns 2000] [-samples 5] [-wait 10m]
-// [-change-wait 1m] [-logs DIR]
+// [-change-wait 1m] [-alone-samples 5] [-logs DIR]
 package main
 
 import (
@@ -83,7 +88,8 @@ func main() {
 	flag.IntVar(&o.small, "small", 100, "Services at the small size (c)")
 	flag.IntVar(&o.endpoints, "endpoints", 10, "endpoints per Service")
 	flag.IntVar(&o.conns, "conns", 2000, "new connections per latency measurement (c)")
-	flag.IntVar(&o.samples, "samples", 5, "one-Service changes measured (b)")
+	flag.IntVar(&o.samples, "samples", 5, "one-Service changes measured (b), the proxies programming each at once")
+	flag.IntVar(&o.alone, "alone-samples", 5, "one-Service changes measured (b) per proxy with the other proxies stopped")
 	flag.DurationVar(&o.wait, "wait", 10*time.Minute, "longest wait for a proxy to program everything, (a)")
 	flag.DurationVar(&o.changeWait, "change-wait", time.Minute, "longest wait for a proxy to program one change, (b)")
 	flag.StringVar(&o.logs, "logs", "", "copy the proxies' logs into this folder at the end")
@@ -112,9 +118,9 @@ func argOr(i int) string {
 }
 
 type options struct {
-	services, small, endpoints, conns, samples int
-	wait, changeWait                           time.Duration
-	logs                                       string
+	services, small, endpoints, conns, samples, alone int
+	wait, changeWait                                  time.Duration
+	logs                                              string
 }
 
 var say = benchlog.Say
@@ -130,6 +136,9 @@ type proxy struct {
 	aErr       string
 	b          []time.Duration
 	bErr       string
+	bAlone     []time.Duration // (b) with the other proxies stopped
+	bAloneErr  string
+	process    *lab.Process // its process group is stopped while another proxy is measured alone
 	c100, c10k latency
 	floor      latency
 	behind     string // why (c) at the full size was not measured
@@ -204,7 +213,7 @@ func run(ctx context.Context, o options) error {
 	// Services that get their endpoints later: the last object of (a) and
 	// the changes of (b). Until then their connections are refused.
 	var later []string
-	for _, name := range append([]string{"last"}, changeNames(o.samples)...) {
+	for _, name := range append(append([]string{"last"}, changeNames(o.samples)...), aloneNames(o.alone, len(b.proxies))...) {
 		ip, err := b.createService(ctx, name)
 		if err != nil {
 			return err
@@ -250,6 +259,20 @@ func run(ctx context.Context, o options) error {
 		}
 		say("(b) sample %d: %s %s, %s %s, %s %s", s+1, b.proxies[0].name, res[0], b.proxies[1].name, res[1], b.proxies[2].name, res[2])
 	}
+	alone := later[1+o.samples:]
+	for s := range o.alone {
+		for i, p := range b.proxies {
+			time.Sleep(3 * time.Second) // past every proxy's minimum sync period
+			k := s*len(b.proxies) + i
+			res := b.measureAlone(ctx, i, aloneNames(o.alone, len(b.proxies))[k], alone[k], o.changeWait)
+			if res.err != "" {
+				p.bAloneErr = res.err
+			} else {
+				p.bAlone = append(p.bAlone, res.d)
+			}
+			say("(b) alone, sample %d: %s %s", s+1, p.name, res)
+		}
+	}
 	// (c) measures the rules, not a proxy still writing them: a proxy that has
 	// not programmed the last change by now is left out.
 	lastChange := later[len(later)-1]
@@ -276,6 +299,18 @@ func keepLogs(from, dir string) {
 			_ = os.WriteFile(filepath.Join(dir, filepath.Base(f)), data, 0o644)
 		}
 	}
+}
+
+// aloneNames are the Services of (b) measured one proxy at a time: n samples
+// for each of the proxies.
+func aloneNames(n, proxies int) []string {
+	var out []string
+	for s := range n {
+		for i := range proxies {
+			out = append(out, fmt.Sprintf("alone-%d-%d", s+1, i+1))
+		}
+	}
+	return out
 }
 
 func changeNames(n int) []string {
@@ -442,14 +477,40 @@ func cmpOr(a, b error) error {
 
 func (b *bench) startProxies(ctx context.Context) error {
 	say("starting ironlb-speaker --proxy=iptables on node1, kube-proxy (iptables) on node2, kube-proxy (nftables) on node3")
-	if _, err := b.env.StartSpeaker(ctx, 1, b.env.IronlbProxyArgs()...); err != nil {
+	sp, err := b.env.StartSpeaker(ctx, 1, b.env.IronlbProxyArgs()...)
+	if err != nil {
 		return err
 	}
-	if _, err := b.env.StartKubeProxyMode(ctx, 2, "iptables", 5*time.Minute); err != nil {
+	b.proxies[0].process = sp.Process
+	if b.proxies[1].process, err = b.env.StartKubeProxyMode(ctx, 2, "iptables", 5*time.Minute); err != nil {
 		return err
 	}
-	_, err := b.env.StartKubeProxyMode(ctx, 3, "nftables", 5*time.Minute)
+	b.proxies[2].process, err = b.env.StartKubeProxyMode(ctx, 3, "nftables", 5*time.Minute)
 	return err
+}
+
+// measureAlone measures one change through proxy i while the other proxies'
+// process groups (with any iptables-restore or nft they are running) are
+// stopped; they continue afterwards, also on failure.
+func (b *bench) measureAlone(ctx context.Context, i int, name, clusterIP string, within time.Duration) change {
+	var stopped []int
+	defer func() {
+		for _, pgid := range stopped {
+			if err := syscall.Kill(-pgid, syscall.SIGCONT); err != nil {
+				say("continuing process group %d: %v", pgid, err)
+			}
+		}
+	}()
+	for j, p := range b.proxies {
+		if j == i || p.process == nil {
+			continue
+		}
+		if err := syscall.Kill(-p.process.Pid(), syscall.SIGSTOP); err != nil {
+			return change{err: fmt.Sprintf("stopping %s: %v", p.name, err)}
+		}
+		stopped = append(stopped, p.process.Pid())
+	}
+	return b.measureOn(ctx, []int{i}, name, clusterIP, within)[0]
 }
 
 // allProgrammed waits until target answers through every proxy's node.
@@ -503,12 +564,23 @@ func (b *bench) programmed(ctx context.Context, target string, within time.Durat
 // proxy the time from the write's answer until the first connection through
 // it succeeded.
 func (b *bench) measureChange(ctx context.Context, name, clusterIP string, within time.Duration) []change {
+	var all []int
+	for i := range b.proxies {
+		all = append(all, i)
+	}
+	return b.measureOn(ctx, all, name, clusterIP, within)
+}
+
+// measureOn is measureChange for the proxies with the given indexes; the
+// result has one entry per index.
+func (b *bench) measureOn(ctx context.Context, idx []int, name, clusterIP string, within time.Duration) []change {
 	type result struct {
 		out string
 		err error
 	}
-	results := make([]chan result, len(b.proxies))
-	for i, p := range b.proxies {
+	results := make([]chan result, len(idx))
+	for i, pi := range idx {
+		p := b.proxies[pi]
 		results[i] = make(chan result, 1)
 		go func() {
 			out, err := b.env.Lab.Exec(ctx, b.env.Lab.NodeName(p.node), b.exe, "probe", clusterIP+":80", within.String())
@@ -516,7 +588,7 @@ func (b *bench) measureChange(ctx context.Context, name, clusterIP string, withi
 		}()
 	}
 	time.Sleep(time.Second) // the probes are running and refused (checked below: failed > 0)
-	out := make([]change, len(b.proxies))
+	out := make([]change, len(idx))
 	if err := b.createSlice(ctx, name, 0); err != nil {
 		for i := range out {
 			out[i].err = "write failed: " + err.Error()
@@ -524,13 +596,13 @@ func (b *bench) measureChange(ctx context.Context, name, clusterIP string, withi
 		return out
 	}
 	written := time.Now()
-	for i := range b.proxies {
+	for i, pi := range idx {
 		r := <-results[i]
 		ok, failed, err := parseProbe(r.out)
 		switch {
 		case r.err != nil || err != nil:
 			out[i].err = fmt.Sprintf("not programmed within %v", within)
-			say("%s: %v: %s", b.proxies[i].name, cmpOr(r.err, err), strings.TrimSpace(r.out))
+			say("%s: %v: %s", b.proxies[pi].name, cmpOr(r.err, err), strings.TrimSpace(r.out))
 		case failed == 0:
 			out[i].err = "answered before the write: not measured"
 		default:
@@ -626,6 +698,8 @@ func (b *bench) report() {
 	row(fmt.Sprintf("(a) last object written -> programmed, %d Services", b.o.services), func(p *proxy) string { return change{p.a, p.aErr}.String() })
 	row(fmt.Sprintf("(b) one Service change -> programmed, median of %d", b.o.samples), func(p *proxy) string { return pct(p.b, 50, p.bErr) })
 	row("(b) worst", func(p *proxy) string { return pct(p.b, 100, p.bErr) })
+	row(fmt.Sprintf("(b) the proxy alone (the others stopped), median of %d", b.o.alone), func(p *proxy) string { return pct(p.bAlone, 50, p.bAloneErr) })
+	row("(b) alone, worst", func(p *proxy) string { return pct(p.bAlone, 100, p.bAloneErr) })
 	row(fmt.Sprintf("(c) new connection, %d Services", b.o.small), func(p *proxy) string { return p.c100.String() })
 	row(fmt.Sprintf("(c) new connection, %d Services", b.o.services), func(p *proxy) string {
 		if p.behind != "" {
@@ -646,6 +720,7 @@ func (b *bench) report() {
 	for _, other := range ps[1:] {
 		ratio("(a)", ps[0].a, other.a, other.name)
 		ratio("(b) median", median(ps[0].b), median(other.b), other.name)
+		ratio("(b) alone, median", median(ps[0].bAlone), median(other.bAlone), other.name)
 	}
 	fmt.Println()
 	fmt.Println("Targets: (a) and (b) at least 2x faster than kube-proxy iptables mode, (b) under 100 ms,")
@@ -653,8 +728,9 @@ func (b *bench) report() {
 	kp := ps[1]
 	okA := ps[0].a > 0 && (kp.a == 0 && kp.aErr != "" || kp.a >= 2*ps[0].a)
 	okB := len(ps[0].b) > 0 && (len(kp.b) == 0 && kp.bErr != "" || median(kp.b) >= 2*median(ps[0].b))
-	fmt.Printf("  (a) 2x: %v; (b) 2x: %v; (b) < 100 ms: %v (median %s, worst %s)\n", okA, okB,
-		len(ps[0].b) > 0 && slices.Max(ps[0].b) < 100*time.Millisecond, pct(ps[0].b, 50, ""), pct(ps[0].b, 100, ""))
+	fmt.Printf("  (a) 2x: %v; (b) 2x: %v; (b) < 100 ms: at once %v (median %s, worst %s), alone %v (median %s, worst %s)\n", okA, okB,
+		len(ps[0].b) > 0 && median(ps[0].b) < 100*time.Millisecond, pct(ps[0].b, 50, ""), pct(ps[0].b, 100, ""),
+		len(ps[0].bAlone) > 0 && median(ps[0].bAlone) < 100*time.Millisecond, pct(ps[0].bAlone, 50, ""), pct(ps[0].bAlone, 100, ""))
 	fmt.Printf("  (c) ironlb at %d: p50 %s p99 %s; kube-proxy iptables at %d: p50 %s p99 %s: p50 %v, p99 %v\n",
 		b.o.services, us(ps[0].c10k.p50), us(ps[0].c10k.p99), b.o.small, us(kp.c100.p50), us(kp.c100.p99),
 		ps[0].c10k.p50 <= kp.c100.p50, ps[0].c10k.p99 <= kp.c100.p99)
