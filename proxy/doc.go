@@ -133,7 +133,11 @@
 // With kube-proxy's layout (a KUBE-SEP- chain per endpoint: 110,000 chains and
 // about 310,000 rules, reached from PREROUTING and OUTPUT) that is about
 // 0.2 s per commit; it is paid by every sync, even one that adds a single
-// rule. So there are no endpoint chains here: the endpoint rules sit in the
+// rule. (perf, one endpoint change at 10,000 x 10 in the layout below: 90 %
+// of the restore's CPU is nft_chain_validate and the validate callbacks it
+// calls; the nat table's PREROUTING and OUTPUT both reach the dispatch trees,
+// so the graph is walked twice: 65 ms of system time, 37 ms with the OUTPUT
+// jump removed. Node-originated traffic to a ClusterIP needs that jump.) So there are no endpoint chains here: the endpoint rules sit in the
 // Service chain (10,000 chains, 110,000 rules for 10,000 x 10), the masquerade
 // mark is a MARK rule rather than a jump to a chain, external traffic under
 // Cluster policy goes from the dispatch rule straight to the Service chain (an
