@@ -177,8 +177,8 @@ func TestFastPathClientClosesMidResponse(t *testing.T) {
 	}
 }
 
-// A backend that closes the connection in the middle of its response: the client's
-// response is cut (not ended as if complete), and the next request gets a new
+// A backend that closes the connection in the middle of its response: the client
+// does not get it as if complete, and the next request gets a new
 // backend connection.
 func TestFastPathBackendCloses(t *testing.T) {
 	l := newLab(t, Options{})
@@ -192,10 +192,12 @@ func TestFastPathBackendCloses(t *testing.T) {
 	c, br := l.rawClient()
 	_, err := io.WriteString(c, "GET /cut HTTP/1.1\r\nHost: app.example\r\n\r\n")
 	must(t, err)
-	res, err := http.ReadResponse(br, &http.Request{Method: "GET"})
-	must(t, err)
-	if _, err := io.ReadAll(res.Body); err == nil {
-		t.Error("a response the backend cut ended cleanly at the client")
+	// As from net/http: a short cut response is not sent at all (its head waits
+	// with the body's start), a longer one ends early.
+	if res, err := http.ReadResponse(br, &http.Request{Method: "GET"}); err == nil {
+		if _, err := io.ReadAll(res.Body); err == nil {
+			t.Error("a response the backend cut ended cleanly at the client")
+		}
 	}
 	c2, br2 := l.rawClient()
 	_, err = io.WriteString(c2, "GET /fine HTTP/1.1\r\nHost: app.example\r\n\r\n")
