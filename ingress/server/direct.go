@@ -52,6 +52,13 @@ type backendConn struct {
 	bw       *bufio.Writer
 	idle     time.Time // when it was put back into its endpoint's idle list
 	deadline time.Time // the read deadline last set
+
+	// The response being relayed when readSimple parsed it, and the body reader of
+	// any response: reused, as a connection carries one response at a time.
+	res    http.Response
+	hdr    http.Header
+	length lengthBody
+	body   deadlineBody
 }
 
 // readWithin makes the next reads fail after d from now. Moving a deadline costs a
@@ -287,7 +294,7 @@ func (s *Server) roundTrip(bc *backendConn, w *statusRecorder, o *outReq, c *cal
 		bc.lim.left = -1
 	}()
 	for {
-		res, err := http.ReadResponse(bc.br, o.res)
+		res, err := bc.readResponse(o.res)
 		if err != nil {
 			return nil, false, err
 		}
@@ -337,8 +344,11 @@ func (s *Server) relay(ctx context.Context, w *statusRecorder, res *http.Respons
 		dst = flushWriter{w: w, rc: http.NewResponseController(w)}
 	}
 	bufp := buffers.Get().(*[]byte)
-	werr, rerr := copyBody(dst, &deadlineBody{ctx: ctx, rc: res.Body, bc: bc, idle: c.idle}, *bufp)
+	bc.body = deadlineBody{ctx: ctx, rc: res.Body, bc: bc, idle: c.idle}
+	werr, rerr := copyBody(dst, &bc.body, *bufp)
+	bc.body = deadlineBody{}
 	buffers.Put(bufp)
+	trailer := res.Trailer // res may be bc's, reused once bc is back in the idle list
 	if !stop() || werr != nil || rerr != nil || res.Close {
 		_ = bc.nc.Close()
 		if werr != nil || rerr != nil {
@@ -347,15 +357,15 @@ func (s *Server) relay(ctx context.Context, w *statusRecorder, res *http.Respons
 	} else {
 		e.idle.put(bc, s.opts.MaxIdleConnsPerEndpoint, time.Now())
 	}
-	if len(res.Trailer) > 0 {
+	if len(trailer) > 0 {
 		_ = http.NewResponseController(w).Flush() // trailers need chunked encoding, not a Content-Length
-		if len(res.Trailer) == announced {
-			for k, vv := range res.Trailer {
+		if len(trailer) == announced {
+			for k, vv := range trailer {
 				h[k] = vv
 			}
 			return
 		}
-		for k, vv := range res.Trailer {
+		for k, vv := range trailer {
 			h[http.TrailerPrefix+k] = vv
 		}
 	}

@@ -30,7 +30,7 @@ type rawBackend struct {
 // pause separates the parts of a rawBackend's answer written one after the other.
 const pause = "\x00"
 
-func startRawBackend(t *testing.T, answer func(n int, r *http.Request) (resp string, close bool)) *rawBackend {
+func startRawBackend(t testing.TB, answer func(n int, r *http.Request) (resp string, close bool)) *rawBackend {
 	t.Helper()
 	b := &rawBackend{addr: netip.AddrPortFrom(freshIP(1), 8080)}
 	ln := listen(t, b.addr)
