@@ -271,6 +271,7 @@ type fastConn struct {
 	wmu        sync.Mutex
 	armed      bool
 	wdone      chan struct{}
+	backend    net.Conn // the backend connection being guarded (goneGuard)
 }
 
 const readHeaderTimeout = 60 * time.Second
@@ -283,6 +284,7 @@ func (s *Server) newFastConn(f *front, nc net.Conn, cs *tls.ConnectionState) *fa
 		peer = a.AddrPort().Addr().Unmap()
 	}
 	fc.client = client{ip: peer, xff: peer.String(), proto: "http"}
+	fc.client.real = fc.client.xff
 	if cs != nil {
 		fc.client.proto = "https"
 	}
@@ -396,7 +398,7 @@ func (fc *fastConn) serveOne(n int) (keep, served bool) {
 	if np, nq, ok := route.Rewrite(p, u.RawQuery); ok {
 		uri = (&url.URL{Path: np, RawQuery: nq}).RequestURI()
 	}
-	o := &outReq{ctx: fc.ctx, method: h.method, uri: uri, host: h.host, fields: h.fields, res: getRequest}
+	o := &outReq{ctx: fc.ctx, method: h.method, uri: uri, host: h.host, fields: h.fields, res: getRequest, gone: fc}
 	if h.method == http.MethodHead {
 		o.res = headRequest
 	}
@@ -416,7 +418,7 @@ func (fc *fastConn) serveOne(n int) (keep, served bool) {
 			}
 		}
 		fc.stopWatch()
-		s.opts.Metrics.request(route.Ingress, up.Service.Namespace+"/"+up.Service.Name, fc.rec.status(), time.Since(start))
+		s.opts.Metrics.request(route.Ingress, pl.service, fc.rec.status(), time.Since(start))
 	}()
 	fc.startWatch()
 	s.forwardOut(&fc.rec, o, c)
@@ -453,8 +455,31 @@ func (fc *fastConn) watch() {
 		var ne net.Error
 		if !errors.As(err, &ne) || !ne.Timeout() {
 			fc.cancel()
+			fc.wmu.Lock()
+			if fc.backend != nil {
+				_ = fc.backend.SetReadDeadline(aLongTimeAgo)
+			}
+			fc.wmu.Unlock()
 		}
 	}
+}
+
+// guard (goneGuard) interrupts nc once the client is seen gone.
+func (fc *fastConn) guard(nc net.Conn) {
+	fc.wmu.Lock()
+	fc.backend = nc
+	if fc.ctx.Err() != nil {
+		_ = nc.SetReadDeadline(aLongTimeAgo)
+	}
+	fc.wmu.Unlock()
+}
+
+// release (goneGuard) ends the watch of the backend connection.
+func (fc *fastConn) release() bool {
+	fc.wmu.Lock()
+	fc.backend = nil
+	fc.wmu.Unlock()
+	return fc.ctx.Err() == nil
 }
 
 // stopWatch disarms the watch and waits for a read in progress to end.
