@@ -90,9 +90,10 @@
 // first other request hands the connection, with the bytes already read, to the
 // http.Server, which serves it from then on exactly as before (HTTP/2 connections go
 // to it after the handshake). Measured in the lab through a VIP under wrk
-// (test/cmd/benchingress, a 2-core machine at load 20-45 from other work): about 34-40µs
-// of CPU per plain-HTTP request (53µs with the direct path alone, 90µs before it),
-// against 24-29µs for nginx 1.22 with the same routes; about 3.8 read calls per
+// (test/cmd/benchingress, a shared 2-core machine): about 27-32µs of CPU per
+// plain-HTTP request (34-40µs before the response parse and the allocation cuts, 53µs
+// with the direct path alone, 90µs before it), against 23-26µs for nginx 1.22 with
+// the same routes, and 33-37µs per TLS request as nginx; about 3.8 read calls per
 // request (4.6 before the fast path), nginx 0-2: Go reads a socket once before
 // waiting for it, and finds it empty after every request and every response.
 // Update is O(endpoints of the Table).
