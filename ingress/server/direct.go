@@ -52,6 +52,13 @@ type backendConn struct {
 	bw       *bufio.Writer
 	idle     time.Time // when it was put back into its endpoint's idle list
 	deadline time.Time // the read deadline last set
+
+	// The response being relayed when readSimple parsed it, and the body reader of
+	// any response: reused, as a connection carries one response at a time.
+	res    http.Response
+	hdr    http.Header
+	length lengthBody
+	body   deadlineBody
 }
 
 // readWithin makes the next reads fail after d from now. Moving a deadline costs a
@@ -196,6 +203,32 @@ func (s *Server) newBackendConn(nc net.Conn) *backendConn {
 	return c
 }
 
+// goneGuard interrupts the wait for a backend when the client goes away, for a
+// connection that knows it without its request's context (the fast path's): a
+// context.AfterFunc per request costs two allocations and a registration.
+type goneGuard interface {
+	// guard makes nc's reads fail (a past deadline) once the client is gone, already
+	// now if it is; release ends that and reports whether the client is still there
+	// (false: nc may have been interrupted).
+	guard(nc net.Conn)
+	release() bool
+}
+
+// clientWatch is the client-gone arrangement of one exchange: guard's, else stop
+// (of a context.AfterFunc).
+type clientWatch struct {
+	guard goneGuard
+	stop  func() bool
+}
+
+// release ends the watch and reports whether the client was still there.
+func (w clientWatch) release() bool {
+	if w.guard != nil {
+		return w.guard.release()
+	}
+	return w.stop()
+}
+
 // outReq is what the direct path sends to a backend: a request read by net/http
 // (header) or by the fast path (fields).
 type outReq struct {
@@ -206,6 +239,7 @@ type outReq struct {
 	header http.Header
 	fields []headerField
 	res    *http.Request // for http.ReadResponse, which looks at its Method only
+	gone   goneGuard     // nil: ctx's end says the client is gone
 }
 
 // forward proxies r (a direct request) to an endpoint of c's pool; after a failure,
@@ -248,14 +282,19 @@ func (s *Server) exchange(w *statusRecorder, o *outReq, c *call, e *endpoint) (c
 		}
 		// A client that goes away ends the wait for the backend (and the connection).
 		nc := bc.nc
-		stop := context.AfterFunc(ctx, func() { _ = nc.SetReadDeadline(aLongTimeAgo) })
+		stop := clientWatch{guard: o.gone}
+		if o.gone != nil {
+			o.gone.guard(nc)
+		} else {
+			stop.stop = context.AfterFunc(ctx, func() { _ = nc.SetReadDeadline(aLongTimeAgo) })
+		}
 		res, received, err := s.roundTrip(bc, w, o, c, e.hostport)
 		if err == nil {
 			e.succeeded()
 			s.relay(ctx, w, res, bc, c, e, stop)
 			return false, nil
 		}
-		stop()
+		stop.release()
 		_ = nc.Close()
 		bc = nil
 		// A keep-alive connection that the backend closed while it sat idle fails
@@ -287,7 +326,7 @@ func (s *Server) roundTrip(bc *backendConn, w *statusRecorder, o *outReq, c *cal
 		bc.lim.left = -1
 	}()
 	for {
-		res, err := http.ReadResponse(bc.br, o.res)
+		res, err := bc.readResponse(o.res)
 		if err != nil {
 			return nil, false, err
 		}
@@ -316,7 +355,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 // list when the backend lets it be reused. Once the status line went out, a failure
 // can only cut the response (http.ErrAbortHandler, as ReverseProxy does). stop
 // unregisters the client-gone callback of the connection.
-func (s *Server) relay(ctx context.Context, w *statusRecorder, res *http.Response, bc *backendConn, c *call, e *endpoint, stop func() bool) {
+func (s *Server) relay(ctx context.Context, w *statusRecorder, res *http.Response, bc *backendConn, c *call, e *endpoint, stop clientWatch) {
 	removeHopByHop(res.Header)
 	h := w.Header()
 	for k, vv := range res.Header {
@@ -337,9 +376,12 @@ func (s *Server) relay(ctx context.Context, w *statusRecorder, res *http.Respons
 		dst = flushWriter{w: w, rc: http.NewResponseController(w)}
 	}
 	bufp := buffers.Get().(*[]byte)
-	werr, rerr := copyBody(dst, &deadlineBody{ctx: ctx, rc: res.Body, bc: bc, idle: c.idle}, *bufp)
+	bc.body = deadlineBody{ctx: ctx, rc: res.Body, bc: bc, idle: c.idle}
+	werr, rerr := copyBody(dst, &bc.body, *bufp)
+	bc.body = deadlineBody{}
 	buffers.Put(bufp)
-	if !stop() || werr != nil || rerr != nil || res.Close {
+	trailer := res.Trailer // res may be bc's, reused once bc is back in the idle list
+	if !stop.release() || werr != nil || rerr != nil || res.Close {
 		_ = bc.nc.Close()
 		if werr != nil || rerr != nil {
 			panic(http.ErrAbortHandler)
@@ -347,15 +389,15 @@ func (s *Server) relay(ctx context.Context, w *statusRecorder, res *http.Respons
 	} else {
 		e.idle.put(bc, s.opts.MaxIdleConnsPerEndpoint, time.Now())
 	}
-	if len(res.Trailer) > 0 {
+	if len(trailer) > 0 {
 		_ = http.NewResponseController(w).Flush() // trailers need chunked encoding, not a Content-Length
-		if len(res.Trailer) == announced {
-			for k, vv := range res.Trailer {
+		if len(trailer) == announced {
+			for k, vv := range trailer {
 				h[k] = vv
 			}
 			return
 		}
-		for k, vv := range res.Trailer {
+		for k, vv := range trailer {
 			h[http.TrailerPrefix+k] = vv
 		}
 	}
@@ -516,7 +558,7 @@ func writeRequest(bw *bufio.Writer, o *outReq, addr string, cl *client) {
 		writeHeader(bw, "User-Agent", ua) // the first only, as http.Transport
 	}
 	writeHeader(bw, "X-Forwarded-For", cl.xff)
-	writeHeader(bw, "X-Real-Ip", cl.ip.String())
+	writeHeader(bw, "X-Real-Ip", cl.real)
 	writeHeader(bw, "X-Forwarded-Proto", cl.proto)
 	writeHeader(bw, "X-Forwarded-Scheme", cl.proto)
 	writeHeader(bw, "X-Scheme", cl.proto)

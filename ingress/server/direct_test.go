@@ -19,14 +19,18 @@ import (
 )
 
 // rawBackend answers every request read from a connection with answer(request
-// number on that connection, request), written verbatim; when answer returns close,
-// the connection is closed after the answer. It counts the connections accepted.
+// number on that connection, request), written verbatim (where it has a pause, the
+// parts before and after are written 30ms apart, so the proxy reads them
+// separately); when answer returns close, the connection is closed after the answer. It counts the connections accepted.
 type rawBackend struct {
 	addr  netip.AddrPort
 	conns atomic.Int64
 }
 
-func startRawBackend(t *testing.T, answer func(n int, r *http.Request) (resp string, close bool)) *rawBackend {
+// pause separates the parts of a rawBackend's answer written one after the other.
+const pause = "\x00"
+
+func startRawBackend(t testing.TB, answer func(n int, r *http.Request) (resp string, close bool)) *rawBackend {
 	t.Helper()
 	b := &rawBackend{addr: netip.AddrPortFrom(freshIP(1), 8080)}
 	ln := listen(t, b.addr)
@@ -47,7 +51,15 @@ func startRawBackend(t *testing.T, answer func(n int, r *http.Request) (resp str
 						return
 					}
 					resp, closeAfter := answer(n, r)
-					if _, err := io.WriteString(c, resp); err != nil || closeAfter {
+					for i, piece := range strings.Split(resp, pause) {
+						if i > 0 {
+							time.Sleep(30 * time.Millisecond)
+						}
+						if _, err := io.WriteString(c, piece); err != nil {
+							return
+						}
+					}
+					if closeAfter {
 						return
 					}
 				}

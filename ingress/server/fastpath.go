@@ -271,6 +271,7 @@ type fastConn struct {
 	wmu        sync.Mutex
 	armed      bool
 	wdone      chan struct{}
+	backend    net.Conn // the backend connection being guarded (goneGuard)
 }
 
 const readHeaderTimeout = 60 * time.Second
@@ -283,6 +284,7 @@ func (s *Server) newFastConn(f *front, nc net.Conn, cs *tls.ConnectionState) *fa
 		peer = a.AddrPort().Addr().Unmap()
 	}
 	fc.client = client{ip: peer, xff: peer.String(), proto: "http"}
+	fc.client.real = fc.client.xff
 	if cs != nil {
 		fc.client.proto = "https"
 	}
@@ -396,7 +398,7 @@ func (fc *fastConn) serveOne(n int) (keep, served bool) {
 	if np, nq, ok := route.Rewrite(p, u.RawQuery); ok {
 		uri = (&url.URL{Path: np, RawQuery: nq}).RequestURI()
 	}
-	o := &outReq{ctx: fc.ctx, method: h.method, uri: uri, host: h.host, fields: h.fields, res: getRequest}
+	o := &outReq{ctx: fc.ctx, method: h.method, uri: uri, host: h.host, fields: h.fields, res: getRequest, gone: fc}
 	if h.method == http.MethodHead {
 		o.res = headRequest
 	}
@@ -408,11 +410,15 @@ func (fc *fastConn) serveOne(n int) (keep, served bool) {
 			if v != http.ErrAbortHandler {
 				panic(v)
 			}
-			keep = false // the response was cut: what came goes out, then the close
-			_ = fc.bw.Flush()
+			// The response was cut: the connection closes after what went out (as
+			// net/http's, nothing while the head is still held back).
+			keep = false
+			if fc.w.written {
+				_ = fc.bw.Flush()
+			}
 		}
 		fc.stopWatch()
-		s.opts.Metrics.request(route.Ingress, up.Service.Namespace+"/"+up.Service.Name, fc.rec.status(), time.Since(start))
+		s.opts.Metrics.request(route.Ingress, pl.service, fc.rec.status(), time.Since(start))
 	}()
 	fc.startWatch()
 	s.forwardOut(&fc.rec, o, c)
@@ -449,8 +455,31 @@ func (fc *fastConn) watch() {
 		var ne net.Error
 		if !errors.As(err, &ne) || !ne.Timeout() {
 			fc.cancel()
+			fc.wmu.Lock()
+			if fc.backend != nil {
+				_ = fc.backend.SetReadDeadline(aLongTimeAgo)
+			}
+			fc.wmu.Unlock()
 		}
 	}
+}
+
+// guard (goneGuard) interrupts nc once the client is seen gone.
+func (fc *fastConn) guard(nc net.Conn) {
+	fc.wmu.Lock()
+	fc.backend = nc
+	if fc.ctx.Err() != nil {
+		_ = nc.SetReadDeadline(aLongTimeAgo)
+	}
+	fc.wmu.Unlock()
+}
+
+// release (goneGuard) ends the watch of the backend connection.
+func (fc *fastConn) release() bool {
+	fc.wmu.Lock()
+	fc.backend = nil
+	fc.wmu.Unlock()
+	return fc.ctx.Err() == nil
 }
 
 // stopWatch disarms the watch and waits for a read in progress to end.
@@ -471,21 +500,33 @@ func (fc *fastConn) stopWatch() {
 }
 
 // fastWriter is the http.ResponseWriter of the fast path: an HTTP/1.1 response on the
-// client connection's buffer, with the framing net/http's server would choose
-// (Content-Length when the header has one, else chunked), a Date header, the
-// Content-Type sniffed from the body's start when the backend sent none, and
-// trailers.
+// client connection's buffer, framed and completed exactly as net/http's server does
+// (chunkWriter.writeHeader): the body's first bodyHold bytes wait with the head until
+// a flush or the handler's end, so a body that ends before gets a Content-Length (also
+// 0) instead of chunked encoding, the Content-Type is sniffed from the body's start
+// when the backend sent neither it nor a Content-Encoding, and a handler aborted before
+// that sends nothing; statuses without a body lose their framing headers (304 also its
+// Content-Type); a Date header is added; trailers follow a chunked body.
 type fastWriter struct {
 	bw       *bufio.Writer
 	h        http.Header
-	head     bool // answering HEAD: no body
-	close    bool // Connection: close
-	code     int  // status given to WriteHeader, 0 before
-	written  bool // the head went out
+	held     []byte // body held back with the head (up to bodyHold)
+	head     bool   // answering HEAD: no body
+	close    bool   // Connection: close
+	code     int    // status given to WriteHeader, 0 before
+	written  bool   // the head went to bw
+	done     bool   // the handler returned
 	chunked  bool
 	noBody   bool
 	trailers []string // announced in the Trailer header
 }
+
+// bodyHold is net/http's bufferBeforeChunkingSize: the body a response holds back
+// before its head is written.
+const bodyHold = 2048
+
+// sniffLen is how much of the body http.DetectContentType looks at.
+const sniffLen = 512
 
 func (w *fastWriter) reset(head, close bool) {
 	if w.h == nil {
@@ -493,7 +534,7 @@ func (w *fastWriter) reset(head, close bool) {
 	} else {
 		clear(w.h)
 	}
-	*w = fastWriter{bw: w.bw, h: w.h, head: head, close: close}
+	*w = fastWriter{bw: w.bw, h: w.h, held: w.held[:0], head: head, close: close}
 }
 
 func (w *fastWriter) Header() http.Header { return w.h }
@@ -512,23 +553,55 @@ func (w *fastWriter) WriteHeader(code int) {
 	w.code = code
 }
 
-// writeHead sends the status line and headers; p is the body's start, for sniffing.
+// bodyAllowed is net/http's bodyAllowedForStatus.
+func bodyAllowed(code int) bool {
+	return code >= 200 && code != http.StatusNoContent && code != http.StatusNotModified
+}
+
+// writeHead sends the status line and headers; p is the body's start (everything
+// written when the handler is done), for the Content-Length and the sniffing.
 func (w *fastWriter) writeHead(p []byte) {
 	if w.code == 0 {
 		w.code = http.StatusOK
 	}
 	w.written = true
 	h := w.h
-	w.noBody = w.head || w.code == http.StatusNoContent || w.code == http.StatusNotModified || w.code < 200
-	if _, ok := h["Content-Length"]; !ok && !w.noBody {
-		w.chunked = true
+	allowed := bodyAllowed(w.code)
+	w.noBody = w.head || !allowed
+	_, trailers := h["Trailer"]
+	for k := range h {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			trailers = true
+		}
+	}
+	hasCL := false
+	if cl, ok := h["Content-Length"]; ok {
+		if len(cl) > 0 && validLength(cl[0]) {
+			hasCL = true
+		} else {
+			delete(h, "Content-Length") // as net/http: "invalid Content-Length"
+		}
+	}
+	if w.done && !trailers && allowed && !hasCL && (!w.head || len(p) > 0) {
+		h["Content-Length"] = []string{strconv.Itoa(len(p))}
+		hasCL = true
+	}
+	if allowed {
+		if _, ok := h["Content-Type"]; !ok && len(p) > 0 && h.Get("Content-Encoding") == "" {
+			h["Content-Type"] = []string{http.DetectContentType(p[:min(len(p), sniffLen)])}
+		}
+	} else {
+		delete(h, "Content-Length")
+		if w.code == http.StatusNotModified {
+			delete(h, "Content-Type")
+		}
 	}
 	if _, ok := h["Date"]; !ok {
-		h["Date"] = []string{time.Now().UTC().Format(http.TimeFormat)}
+		h["Date"] = []string{httpDate()}
 	}
-	if _, ok := h["Content-Type"]; !ok && !w.noBody && len(p) > 0 {
-		h["Content-Type"] = []string{http.DetectContentType(p)}
-	}
+	// Transfer-Encoding is the writer's: the proxy never passes the backend's.
+	delete(h, "Transfer-Encoding")
+	w.chunked = !w.noBody && w.code != http.StatusNoContent && !hasCL
 	if w.chunked {
 		for _, v := range h["Trailer"] {
 			for k := range strings.SplitSeq(v, ",") {
@@ -537,8 +610,6 @@ func (w *fastWriter) writeHead(p []byte) {
 				}
 			}
 		}
-	} else {
-		delete(h, "Trailer")
 	}
 	writeStatusLine(w.bw, w.code)
 	writeFields(w.bw, h)
@@ -551,10 +622,43 @@ func (w *fastWriter) writeHead(p []byte) {
 	w.bw.WriteString("\r\n")
 }
 
+// validLength is net/http's check of a handler's Content-Length.
+func validLength(v string) bool {
+	n, err := strconv.ParseInt(v, 10, 64)
+	return err == nil && n >= 0
+}
+
 func (w *fastWriter) Write(p []byte) (int, error) {
 	if !w.written {
-		w.writeHead(p)
+		if len(w.held)+len(p) < bodyHold {
+			if w.held == nil {
+				w.held = make([]byte, 0, bodyHold)
+			}
+			w.held = append(w.held, p...)
+			return len(p), nil
+		}
+		if err := w.start(p); err != nil {
+			return 0, err
+		}
 	}
+	return w.body(p)
+}
+
+// start writes the head, sniffing from the held body and next, then the held body.
+func (w *fastWriter) start(next []byte) error {
+	n := len(w.held)
+	if n < sniffLen && len(next) > 0 {
+		w.writeHead(append(w.held, next[:min(len(next), sniffLen-n)]...))
+	} else {
+		w.writeHead(w.held)
+	}
+	held := w.held[:n]
+	w.held = held[:0]
+	_, err := w.body(held)
+	return err
+}
+
+func (w *fastWriter) body(p []byte) (int, error) {
 	if w.noBody || len(p) == 0 {
 		return len(p), nil
 	}
@@ -574,7 +678,9 @@ func (w *fastWriter) Write(p []byte) (int, error) {
 // FlushError sends what is buffered (http.ResponseController).
 func (w *fastWriter) FlushError() error {
 	if !w.written {
-		w.writeHead(nil)
+		if err := w.start(nil); err != nil {
+			return err
+		}
 	}
 	return w.bw.Flush()
 }
@@ -582,7 +688,10 @@ func (w *fastWriter) FlushError() error {
 // finish ends the response (the last chunk and the trailers) and sends it.
 func (w *fastWriter) finish() error {
 	if !w.written {
-		w.writeHead(nil)
+		w.done = true
+		if err := w.start(nil); err != nil {
+			return err
+		}
 	}
 	if w.chunked {
 		w.bw.WriteString("0\r\n")
@@ -601,6 +710,25 @@ func (w *fastWriter) finish() error {
 		w.bw.WriteString("\r\n")
 	}
 	return w.bw.Flush()
+}
+
+// dateCache is the Date header of the current second, formatted once per second.
+var dateCache atomic.Pointer[cachedDate]
+
+type cachedDate struct {
+	sec int64
+	s   string
+}
+
+// httpDate is time.Now in http.TimeFormat.
+func httpDate() string {
+	now := time.Now()
+	if d := dateCache.Load(); d != nil && d.sec == now.Unix() {
+		return d.s
+	}
+	d := &cachedDate{sec: now.Unix(), s: now.UTC().Format(http.TimeFormat)}
+	dateCache.Store(d)
+	return d.s
 }
 
 func writeStatusLine(bw *bufio.Writer, code int) {

@@ -12,6 +12,7 @@ import (
 type client struct {
 	ip    netip.Addr // the client: the peer, or the first untrusted hop of a trusted chain
 	xff   string     // X-Forwarded-For to send
+	real  string     // X-Real-Ip to send: ip as text
 	proto string     // "http" or "https"
 	host  string     // X-Forwarded-Host
 	port  string     // X-Forwarded-Port
@@ -37,6 +38,7 @@ func clientOf(r *http.Request, trusted []netip.Prefix) client {
 		peer = ap.Addr().Unmap()
 	}
 	c := client{ip: peer, xff: peer.String(), proto: "http", host: r.Host, port: localPort(r)}
+	c.real = c.xff
 	if r.TLS != nil {
 		c.proto = "https"
 	}
@@ -57,6 +59,7 @@ func clientOf(r *http.Request, trusted []netip.Prefix) client {
 				break
 			}
 		}
+		c.real = c.ip.String()
 	}
 	if p := strings.ToLower(strings.TrimSpace(firstValue(r.Header.Get("X-Forwarded-Proto")))); p == "http" || p == "https" {
 		c.proto = p
@@ -90,7 +93,7 @@ func localPort(r *http.Request) string {
 // written in canonical form directly: this runs for every request.
 func setForwarded(h http.Header, c *client) {
 	h["X-Forwarded-For"] = []string{c.xff}
-	h["X-Real-Ip"] = []string{c.ip.String()}
+	h["X-Real-Ip"] = []string{c.real}
 	proto := []string{c.proto}
 	h["X-Forwarded-Proto"] = proto
 	h["X-Forwarded-Scheme"] = proto

@@ -2,6 +2,7 @@ package server
 
 import (
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,11 +16,28 @@ type Metrics struct {
 	reloads   prometheus.Counter
 	retries   prometheus.Counter
 	ejections prometheus.Counter
+
+	// The series of each (ingress, service, code) once looked up: a request then
+	// costs a read-locked map lookup, where WithLabelValues hashes and checks the
+	// label values and formats the code.
+	mu     sync.RWMutex
+	series map[seriesKey]*requestSeries
+}
+
+type seriesKey struct {
+	ingress, service string
+	code             int
+}
+
+type requestSeries struct {
+	requests prometheus.Counter
+	latency  prometheus.Observer
 }
 
 // NewMetrics registers the proxy's series with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
+		series: map[seriesKey]*requestSeries{},
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "ironlb", Subsystem: "ingress", Name: "requests_total",
 			Help: "Requests answered, by Ingress (namespace/name, empty for the built-in 404), Service (namespace/name) and status code (499: the client went away).",
@@ -50,8 +68,18 @@ func (m *Metrics) request(ingress, service string, code int, d time.Duration) {
 	if m == nil {
 		return
 	}
-	m.requests.WithLabelValues(ingress, service, strconv.Itoa(code)).Inc()
-	m.latency.WithLabelValues(ingress, service).Observe(d.Seconds())
+	k := seriesKey{ingress, service, code}
+	m.mu.RLock()
+	se := m.series[k]
+	m.mu.RUnlock()
+	if se == nil {
+		se = &requestSeries{m.requests.WithLabelValues(ingress, service, strconv.Itoa(code)), m.latency.WithLabelValues(ingress, service)}
+		m.mu.Lock()
+		m.series[k] = se
+		m.mu.Unlock()
+	}
+	se.requests.Inc()
+	se.latency.Observe(d.Seconds())
 }
 
 func (m *Metrics) reload() {

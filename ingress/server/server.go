@@ -146,7 +146,7 @@ func (s *Server) Update(t *ingress.Table) {
 	live := make(map[netip.AddrPort]*endpoint, len(s.eps))
 	pools := make(map[*ingress.Upstream]*pool, len(t.Upstreams()))
 	for _, u := range t.Upstreams() {
-		p := &pool{eps: make([]*endpoint, 0, len(u.Endpoints))}
+		p := &pool{eps: make([]*endpoint, 0, len(u.Endpoints)), service: u.Service.Namespace + "/" + u.Service.Name}
 		// A random start keeps round robin even when tables are swapped every few
 		// requests (endpoint churn).
 		p.next.Store(rand.Uint32())

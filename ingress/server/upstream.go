@@ -58,8 +58,9 @@ func (e *endpoint) succeeded() {
 
 // pool is the endpoints of one Upstream of one Table.
 type pool struct {
-	eps  []*endpoint
-	next atomic.Uint32
+	eps     []*endpoint
+	next    atomic.Uint32
+	service string // the Service as "namespace/name", the metrics' label
 }
 
 // pick chooses an endpoint that is not in tried. Ejected endpoints are avoided while

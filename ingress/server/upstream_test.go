@@ -96,19 +96,19 @@ func TestClientOf(t *testing.T) {
 	}{
 		{"plain client, spoofed headers", "198.51.100.7:1234",
 			map[string][]string{"X-Forwarded-For": {"203.0.113.1"}, "X-Forwarded-Proto": {"https"}, "X-Forwarded-Host": {"evil"}},
-			client{ip: netip.MustParseAddr("198.51.100.7"), xff: "198.51.100.7", proto: "http", host: "app.example"}},
+			client{ip: netip.MustParseAddr("198.51.100.7"), real: "198.51.100.7", xff: "198.51.100.7", proto: "http", host: "app.example"}},
 		{"trusted proxy", "198.18.9.1:1234",
 			map[string][]string{"X-Forwarded-For": {"203.0.113.1"}, "X-Forwarded-Proto": {"HTTPS"}, "X-Forwarded-Host": {"front.example"}, "X-Forwarded-Port": {"8443"}},
-			client{ip: netip.MustParseAddr("203.0.113.1"), xff: "203.0.113.1, 198.18.9.1", proto: "https", host: "front.example", port: "8443"}},
+			client{ip: netip.MustParseAddr("203.0.113.1"), real: "203.0.113.1", xff: "203.0.113.1, 198.18.9.1", proto: "https", host: "front.example", port: "8443"}},
 		{"trusted chain: right-most untrusted hop is the client", "198.18.9.1:1",
 			map[string][]string{"X-Forwarded-For": {"192.0.2.66, 203.0.113.1", "198.18.9.2"}},
-			client{ip: netip.MustParseAddr("203.0.113.1"), xff: "192.0.2.66, 203.0.113.1, 198.18.9.2, 198.18.9.1", proto: "http", host: "app.example"}},
+			client{ip: netip.MustParseAddr("203.0.113.1"), real: "203.0.113.1", xff: "192.0.2.66, 203.0.113.1, 198.18.9.2, 198.18.9.1", proto: "http", host: "app.example"}},
 		{"garbage hop stops the walk", "198.18.9.1:1",
 			map[string][]string{"X-Forwarded-For": {"nonsense, 198.18.9.3"}, "X-Forwarded-Proto": {"gopher"}, "X-Forwarded-Port": {"99999"}},
-			client{ip: netip.MustParseAddr("198.18.9.3"), xff: "nonsense, 198.18.9.3, 198.18.9.1", proto: "http", host: "app.example"}},
+			client{ip: netip.MustParseAddr("198.18.9.3"), real: "198.18.9.3", xff: "nonsense, 198.18.9.3, 198.18.9.1", proto: "http", host: "app.example"}},
 		{"IPv6 trusted proxy, IPv4-mapped client", "[2001:db8::1]:1",
 			map[string][]string{"X-Forwarded-For": {"::ffff:198.51.100.9"}},
-			client{ip: netip.MustParseAddr("198.51.100.9"), xff: "::ffff:198.51.100.9, 2001:db8::1", proto: "http", host: "app.example"}},
+			client{ip: netip.MustParseAddr("198.51.100.9"), real: "198.51.100.9", xff: "::ffff:198.51.100.9, 2001:db8::1", proto: "http", host: "app.example"}},
 	} {
 		r := httptest.NewRequest("GET", "http://app.example/", nil)
 		r.RemoteAddr = tc.remote
