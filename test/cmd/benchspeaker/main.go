@@ -126,7 +126,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 	if b.logs != "" {
 		defer func() {
 			_ = os.MkdirAll(b.logs, 0o755)
-			files, _ := filepath.Glob(filepath.Join(env.Lab.Dir(), "node*-speaker.log"))
+			files, _ := filepath.Glob(filepath.Join(env.Lab.Dir(), "node*speaker*.log")) // MetalLB's too (metallb.go)
 			for _, f := range files {
 				if data, err := os.ReadFile(f); err == nil {
 					_ = os.WriteFile(filepath.Join(b.logs, filepath.Base(f)), data, 0o644)
