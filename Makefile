@@ -63,11 +63,11 @@ bench-unit:
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./allocator/
 	bench/metallb/run.sh
 
-## bench-lab: on the lab's real kube-apiserver: a burst of 1,000 Services and restarts with 10,000 live Services, ironlb-controller vs MetalLB's controller (v0.15.2) in one run; then the speaker's L2 failover (kill, link cut, SIGTERM, partition; probes every 10 ms); then ironlb-ingress vs Debian's nginx (wrk: HTTP and TLS requests/s, p50/p99; errors under 100 route + 100 endpoint changes); then BGP mode against FRR (Service -> route, 1,000 routes, next hop gone on kill/link cut with and without BFD, probes lost on SIGTERM); then ironlb's proxy vs kube-proxy in iptables and nftables mode (10,000 Services x 10 endpoints: sync after the last object, one Service change, new-connection latency; PROXY_BENCH_ARGS=-services N for a smaller run)
+## bench-lab: on the lab's real kube-apiserver: a burst of 1,000 Services and restarts with 10,000 live Services, ironlb-controller vs MetalLB's controller (v0.15.2) in one run; then the speaker's L2 failover (kill, link cut, SIGTERM, partition; probes every 10 ms), and kill, link cut and SIGTERM again on MetalLB's own speaker (v0.15.2) in the same run, with the ratios; then ironlb-ingress vs Debian's nginx (wrk: HTTP and TLS requests/s, p50/p99; errors under 100 route + 100 endpoint changes); then BGP mode against FRR (Service -> route, 1,000 routes, next hop gone on kill/link cut with and without BFD, probes lost on SIGTERM); then ironlb's proxy vs kube-proxy in iptables and nftables mode (10,000 Services x 10 endpoints: sync after the last object, one Service change, new-connection latency; PROXY_BENCH_ARGS=-services N for a smaller run)
 bench-lab: deps lab-binaries build
 	@if [ "$$(id -u)" -ne 0 ]; then echo "bench-lab: needs root (network namespaces)"; exit 1; fi
 	cd test && IRONLB_BIN=$(CURDIR)/bin $(GO) run ./cmd/benchcontroller $(BENCH_ARGS)
-	cd test && IRONLB_BIN=$(CURDIR)/bin $(GO) run ./cmd/benchspeaker $(SPEAKER_BENCH_ARGS)
+	cd test && IRONLB_BIN=$(CURDIR)/bin $(GO) run ./cmd/benchspeaker -peer metallb $(SPEAKER_BENCH_ARGS)
 	cd test && IRONLB_BIN=$(CURDIR)/bin $(GO) run ./cmd/benchingress $(BENCH_INGRESS_ARGS)
 	cd test && IRONLB_BIN=$(CURDIR)/bin $(GO) run ./cmd/benchbgp $(BGP_BENCH_ARGS)
 	cd test && IRONLB_BIN=$(CURDIR)/bin $(GO) run ./cmd/benchproxy $(PROXY_BENCH_ARGS)

@@ -19,7 +19,10 @@
 // as p50/p95/max over the trials with the machine's load average, since the
 // machine is shared.
 //
-// Usage (make bench-lab runs it): go run ./cmd/benchspeaker [-trials 10] [-vips 6] [-proxy kube-proxy|ironlb] [-only a,b,c,p]
+// With -peer metallb, scenarios a, b and c then run again on MetalLB's own
+// speaker in the same lab (metallb.go), with the ratios.
+//
+// Usage (make bench-lab runs it): go run ./cmd/benchspeaker [-trials 10] [-vips 6] [-proxy kube-proxy|ironlb] [-only a,b,c,p] [-peer metallb]
 package main
 
 import (
@@ -60,6 +63,7 @@ func main() {
 	dataPath := flag.String("proxy", "kube-proxy", "data path on the nodes: kube-proxy (speakers with --proxy=none) or ironlb (--proxy=iptables)")
 	only := flag.String("only", "a,b,c,p", "scenarios to run")
 	logs := flag.String("logs", "", "copy the speakers' logs into this folder at the end")
+	peer := flag.String("peer", "", "metallb: then run a, b, c on MetalLB's speaker (v0.15.2) too, in the same lab")
 	flag.Parse()
 	if err := framework.CheckHost(); err != nil {
 		fmt.Fprintf(os.Stderr, "benchspeaker: %v\n", err)
@@ -69,11 +73,15 @@ func main() {
 		fmt.Fprintln(os.Stderr, "benchspeaker: -proxy must be kube-proxy or ironlb")
 		os.Exit(2)
 	}
+	if *peer != "" && (*peer != "metallb" || *dataPath != "kube-proxy") {
+		fmt.Fprintln(os.Stderr, "benchspeaker: -peer takes metallb, with -proxy kube-proxy")
+		os.Exit(2)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	defer cancel()
-	b := &bench{trials: *trials, nVIPs: *vips, dataPath: *dataPath, only: strings.Split(*only, ","), logs: *logs}
+	b := &bench{trials: *trials, nVIPs: *vips, dataPath: *dataPath, only: strings.Split(*only, ","), logs: *logs, peerName: *peer}
 	if err := b.run(ctx); err != nil {
 		fmt.Fprintf(os.Stderr, "benchspeaker: FAILED: %v\n", err)
 		os.Exit(1)
@@ -88,6 +96,12 @@ type bench struct {
 	dataPath string
 	only     []string
 	logs     string
+	peerName string
+
+	// peer is set while MetalLB's speakers run (metallb.go), slack is then
+	// added to every probe window.
+	peer  *metallbSpeakers
+	slack time.Duration
 
 	env      *framework.Env
 	speakers map[string]*framework.Speaker // by node name
@@ -112,7 +126,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 	if b.logs != "" {
 		defer func() {
 			_ = os.MkdirAll(b.logs, 0o755)
-			files, _ := filepath.Glob(filepath.Join(env.Lab.Dir(), "node*-speaker.log"))
+			files, _ := filepath.Glob(filepath.Join(env.Lab.Dir(), "node*speaker*.log")) // MetalLB's too (metallb.go)
 			for _, f := range files {
 				if data, err := os.ReadFile(f); err == nil {
 					_ = os.WriteFile(filepath.Join(b.logs, filepath.Base(f)), data, 0o644)
@@ -175,6 +189,13 @@ func (b *bench) run(ctx context.Context) (err error) {
 			return fmt.Errorf("%s: %w", sc.title, err)
 		}
 		results = append(results, sc.title+fmt.Sprintf(" [load average after: %s]", loadavg()))
+		results = append(results, lines...)
+	}
+	if b.peerName == "metallb" {
+		lines, err := b.runMetalLB(ctx)
+		if err != nil {
+			return err
+		}
 		results = append(results, lines...)
 	}
 	fmt.Println()
@@ -279,6 +300,9 @@ func (b *bench) publish(ctx context.Context, without string) error {
 // converge waits until every speaker is ready and sees all members, and every
 // VIP has exactly one L2 announcement; it returns the owners.
 func (b *bench) converge(ctx context.Context) (map[netip.Addr]string, error) {
+	if b.peer != nil {
+		return b.peer.converge(ctx, b)
+	}
 	env := b.env
 	deadline := time.Now().Add(60 * time.Second)
 	var why string
@@ -360,6 +384,10 @@ func (b *bench) startProbe(host string, args ...string) (func() (probeReport, er
 	}, nil
 }
 
+// window is a probe's -duration: d, plus the slack of the implementation
+// under test.
+func (b *bench) window(d time.Duration) string { return (d + b.slack).String() }
+
 func tailString(s string, n int) string {
 	if len(s) > n {
 		return s[len(s)-n:]
@@ -368,6 +396,9 @@ func tailString(s string, n int) string {
 }
 
 func (b *bench) restart(ctx context.Context, node string) error {
+	if b.peer != nil {
+		return b.peer.restart(ctx, b, node)
+	}
 	i := 0
 	fmt.Sscanf(strings.TrimPrefix(node, "node"), "%d", &i)
 	sp, err := b.env.StartSpeaker(ctx, i, b.extra...)
@@ -487,11 +518,11 @@ func (b *bench) killed(ctx context.Context) ([]string, error) {
 		}
 		vip := b.vips[(trial-1)%len(b.vips)]
 		owner := owners[vip]
-		arp, err := b.startProbe(lab.HostCP, "-arp", vip.String(), "-duration", "5s")
+		arp, err := b.startProbe(lab.HostCP, "-arp", vip.String(), "-duration", b.window(5*time.Second))
 		if err != nil {
 			return nil, err
 		}
-		tcp, err := b.startProbe(lab.HostLANClient, "-tcp", netip.AddrPortFrom(vip, 8000).String(), "-duration", "5s")
+		tcp, err := b.startProbe(lab.HostLANClient, "-tcp", netip.AddrPortFrom(vip, 8000).String(), "-duration", b.window(5*time.Second))
 		if err != nil {
 			return nil, err
 		}
@@ -510,18 +541,18 @@ func (b *bench) killed(ctx context.Context) ([]string, error) {
 		if !ok {
 			// Counted, not fatal: the figure is what it is on this machine.
 			missed++
-			say("  trial %d: killed %s (owner of %s): NO other node answered ARP within the 4s probe window", trial, owner, vip)
+			say("  trial %d: killed %s (owner of %s): NO other node answered ARP within the %v probe window", trial, owner, vip, b.slack+4*time.Second)
 			if err := b.restart(ctx, owner); err != nil {
 				return nil, err
 			}
 			continue
 		}
-		l, _, _ := tcpLoss(rt, t0-int64(time.Second), t0+int64(3*time.Second), t0)
+		l, _, _ := tcpLoss(rt, t0-int64(time.Second), t0+int64(3*time.Second+b.slack), t0)
 		takeover = append(takeover, d)
 		lost = append(lost, l)
 		why := ""
 		if l > 0 {
-			why = " (" + lostErrors(rt, t0-int64(time.Second), t0+int64(3*time.Second)) + ")"
+			why = " (" + lostErrors(rt, t0-int64(time.Second), t0+int64(3*time.Second+b.slack)) + ")"
 		}
 		say("  trial %d: killed %s (owner of %s): ARP answered by another node after %v; HTTP probes lost: %d%s", trial, owner, vip, d.Round(time.Millisecond), l, why)
 		if err := b.restart(ctx, owner); err != nil {
@@ -530,7 +561,7 @@ func (b *bench) killed(ctx context.Context) ([]string, error) {
 	}
 	return []string{
 		stats("kill -> another node answers ARP", takeover),
-		fmt.Sprintf("  %-58s %d of %d trials", "no takeover within 4s", missed, b.trials),
+		fmt.Sprintf("  %-58s %d of %d trials", fmt.Sprintf("no takeover within %v", b.slack+4*time.Second), missed, b.trials),
 		counts("HTTP probes lost (the node's data path keeps forwarding)", lost),
 	}, nil
 }
@@ -554,11 +585,11 @@ func (b *bench) linkCut(ctx context.Context) ([]string, error) {
 		if err := b.publish(ctx, owner); err != nil {
 			return nil, err
 		}
-		arp, err := b.startProbe(lab.HostCP, "-arp", vip.String(), "-duration", "6s")
+		arp, err := b.startProbe(lab.HostCP, "-arp", vip.String(), "-duration", b.window(6*time.Second))
 		if err != nil {
 			return nil, err
 		}
-		tcp, err := b.startProbe(lab.HostLANClient, "-tcp", netip.AddrPortFrom(vip, 8000).String(), "-duration", "6s")
+		tcp, err := b.startProbe(lab.HostLANClient, "-tcp", netip.AddrPortFrom(vip, 8000).String(), "-duration", b.window(6*time.Second))
 		if err != nil {
 			return nil, err
 		}
@@ -584,13 +615,13 @@ func (b *bench) linkCut(ctx context.Context) ([]string, error) {
 		d, ok := firstAnswerAfter(ra, vip, b.macs[owner], t0)
 		if !ok {
 			missed++
-			say("  trial %d: cut %s (owner of %s): NO other node answered ARP within the 5s probe window", trial, owner, vip)
+			say("  trial %d: cut %s (owner of %s): NO other node answered ARP within the %v probe window", trial, owner, vip, b.slack+5*time.Second)
 			if err := b.publish(ctx, ""); err != nil {
 				return nil, err
 			}
 			continue
 		}
-		l, _, out := tcpLoss(rt, t0-int64(time.Second), t0+int64(4*time.Second), t0)
+		l, _, out := tcpLoss(rt, t0-int64(time.Second), t0+int64(4*time.Second+b.slack), t0)
 		takeover = append(takeover, d)
 		outage = append(outage, out)
 		lost = append(lost, l)
@@ -603,7 +634,7 @@ func (b *bench) linkCut(ctx context.Context) ([]string, error) {
 	return []string{
 		stats("cut -> HTTP from lanclient answered again", outage),
 		stats("cut -> another node answers ARP", takeover),
-		fmt.Sprintf("  %-58s %d of %d trials", "no takeover within 5s", missed, b.trials),
+		fmt.Sprintf("  %-58s %d of %d trials", fmt.Sprintf("no takeover within %v", b.slack+5*time.Second), missed, b.trials),
 		counts("HTTP probes lost", lost),
 	}, nil
 }
@@ -621,11 +652,11 @@ func (b *bench) planned(ctx context.Context) ([]string, error) {
 		}
 		vip := b.vips[(trial-1)%len(b.vips)]
 		owner := owners[vip]
-		arp, err := b.startProbe(lab.HostCP, "-arp", vip.String(), "-duration", "6s")
+		arp, err := b.startProbe(lab.HostCP, "-arp", vip.String(), "-duration", b.window(6*time.Second))
 		if err != nil {
 			return nil, err
 		}
-		tcp, err := b.startProbe(lab.HostLANClient, "-tcp", netip.AddrPortFrom(vip, 8000).String(), "-stream", "-duration", "6s")
+		tcp, err := b.startProbe(lab.HostLANClient, "-tcp", netip.AddrPortFrom(vip, 8000).String(), "-stream", "-duration", b.window(6*time.Second))
 		if err != nil {
 			return nil, err
 		}
@@ -644,7 +675,7 @@ func (b *bench) planned(ctx context.Context) ([]string, error) {
 		if err := <-stopped; err != nil {
 			return nil, err
 		}
-		end := t0 + int64(4*time.Second)
+		end := t0 + int64(4*time.Second+b.slack)
 		l, total, _ := tcpLoss(rt, t0-int64(500*time.Millisecond), end, t0)
 		gap := longestARPGap(ra, vip, t0-int64(500*time.Millisecond), end)
 		lost = append(lost, l)
