@@ -34,6 +34,7 @@ import (
 	"github.com/ironlb/ironlb/l2"
 	"github.com/ironlb/ironlb/proxy"
 	"github.com/ironlb/ironlb/speaker/election"
+	"github.com/ironlb/ironlb/speaker/handover"
 	"github.com/ironlb/ironlb/speaker/membership"
 )
 
@@ -86,6 +87,11 @@ type Config struct {
 	// until the handover is over; its rules outlive the process, like
 	// kube-proxy's.
 	Proxy *proxy.Proxier
+	// Handover, if set, forwards for a while the TCP connections this node
+	// does not know, to an address it took over from a node that left (a
+	// planned restart), to that node, whose kernel still forwards them (see
+	// "Stopping"). Run prepares it and closes it on the way out.
+	Handover *handover.Forwarder
 }
 
 // Speaker is one node's agent. Create it with New and call Run once.
@@ -120,6 +126,7 @@ type Speaker struct {
 	gossip    peerSetter
 	publisher claimPublisher
 	bgp       *bgpApplier
+	forwarder forwarder // nil: no handover forwarding
 
 	// Only the event loop touches the election and loopState.
 	e  *election.Election
@@ -466,6 +473,12 @@ func (s *Speaker) Run(ctx context.Context) error {
 		return err
 	}
 	s.l2 = a
+	if h := s.cfg.Handover; h != nil {
+		if err := h.Prepare(ctx); err != nil {
+			klog.ErrorS(err, "Handover forwarding not available for some families")
+		}
+		s.forwarder = h
+	}
 	l2ctx, stopL2 := context.WithCancel(context.Background())
 	defer stopL2()
 	go func() {
@@ -548,6 +561,13 @@ func (s *Speaker) stop(members *membership.Cluster, bgpDone <-chan struct{}) {
 	klog.InfoS("Left the speakers; answering during the grace period", "grace", s.cfg.LeaveGrace, "owned", len(s.l2.Status()))
 	time.Sleep(s.cfg.LeaveGrace)
 	_ = s.l2.Close()
+	if h := s.cfg.Handover; h != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := h.Close(ctx); err != nil {
+			klog.ErrorS(err, "Removing the handover forwarding")
+		}
+		cancel()
+	}
 	select {
 	case <-bgpDone:
 	case <-time.After(5 * time.Second):
