@@ -90,7 +90,8 @@ type Config struct {
 	// Handover, if set, forwards for a while the TCP connections this node
 	// does not know, to an address it took over from a node that left (a
 	// planned restart), to that node, whose kernel still forwards them (see
-	// "Stopping"). Run prepares it and closes it on the way out.
+	// "Stopping"). Run prepares it and detaches from it on the way out (its
+	// forwards stay for the next process).
 	Handover *handover.Forwarder
 }
 
@@ -562,11 +563,10 @@ func (s *Speaker) stop(members *membership.Cluster, bgpDone <-chan struct{}) {
 	time.Sleep(s.cfg.LeaveGrace)
 	_ = s.l2.Close()
 	if h := s.cfg.Handover; h != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if err := h.Close(ctx); err != nil {
-			klog.ErrorS(err, "Removing the handover forwarding")
-		}
-		cancel()
+		// The forwards stay in the kernel: the node may be relaying
+		// connections handed over twice in a rolling restart, and the next
+		// speaker process adopts them.
+		h.Detach()
 	}
 	select {
 	case <-bgpDone:

@@ -35,23 +35,35 @@
 // # Use
 //
 //	f, err := handover.New(handover.Config{Registerer: reg})
-//	err = f.Prepare(ctx)                  // at start: removes leftovers, installs the fixed parts
+//	err = f.Prepare(ctx)                  // at start: installs the fixed parts, adopts what the last process left
 //	err = f.Forward(ctx, vip, oldNodeIP)  // at a takeover from a node that left, before announcing
 //	err = f.Stop(ctx, vip)                // this node released vip
-//	err = f.Close(ctx)                    // at exit: removes everything
+//	f.Detach()                            // at a planned exit: the forwards stay for the next process
+//	err = f.Close(ctx)                    // or: remove everything
 //
 // Package speaker does this for every address it takes over from a speaker
 // that announced its leave (not for a failure: a node that died forwards
-// nothing). A window ends by itself; Close and Cleanup ("ironlb-speaker
-// --cleanup") remove the chains, the rule and the table's routes.
+// nothing). A window ends by itself. The forwards live in the kernel and
+// outlive the process, like the proxy's rules: in a rolling restart the node
+// that took an address over is restarted next, and the node taking it from
+// that one forwards the connections it does not know there, where they must
+// still be relayed to the first owner. So a stopping speaker detaches, and
+// the next process adopts the forwards whose windows have not ended (each
+// rule's comment records its previous owner and end) and ends them on time.
+// Close and Cleanup ("ironlb-speaker --cleanup") remove the chains, the rule
+// and the table's routes.
 //
 // # Limits
 //
-// TCP only (a UDP flow cannot be told new from old). A connection idle for
-// longer than the window after the handover is reset at its next packet, as
-// without forwarding. The old node's address must be on a link of this node
+// TCP only (a UDP flow cannot be told new from old). A connection that
+// sends nothing during the window is reset at its next packet, as without
+// forwarding; one forwarded during the window loses its path when the window
+// ends (this node then drops its packets), so the window bounds how long a
+// connection may outlive a handover. The old node's address must be on a link of this node
 // (a route via a router would bring the packets back here); otherwise Forward
-// fails and the connections are reset, as before. Needs
+// fails and the connections are reset, as before. A packet of a connection
+// that no node knows, for an address handed back and forth within one
+// window, can go round the nodes until its TTL ends. Needs
 // nf_conntrack_tcp_loose (the default): without it the mid-stream packet is
 // INVALID and not marked. Forwarding the packets out of the link they came
 // in on makes this node send ICMP redirects to the client (a few, rate

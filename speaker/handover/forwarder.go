@@ -132,35 +132,66 @@ func New(cfg Config) (*Forwarder, error) {
 // Window is the configured forwarding time.
 func (f *Forwarder) Window() time.Duration { return f.cfg.Window }
 
-// Prepare removes what an earlier process left (its windows are over) and
-// installs the address-independent parts for every family, so that Forward
-// at a takeover writes only one small mangle chain and one route. A family
-// that fails is left out (Forward then refuses its addresses); the error
-// says which.
+// Prepare installs the address-independent parts for every family, so that
+// Forward at a takeover writes only one small mangle chain and one route. It
+// adopts the forwards an earlier speaker process left (Detach) whose windows
+// have not ended, so a connection handed over twice in a rolling restart
+// still finds its way (the node in the middle keeps relaying it), and
+// removes the rest. A family that fails is left out (Forward then refuses
+// its addresses); the error says which.
 func (f *Forwarder) Prepare(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var errs []error
+	now := time.Now()
 	for _, ipt := range f.cfg.IPTables {
 		fam := ipt.Family()
 		v4 := fam == iptables.IPv4
-		err := errors.Join(removeChains(ctx, ipt), f.route.deleteRules(v4), f.route.flushTable(v4))
-		if err == nil {
-			err = ipt.Restore(ctx, staticRules(fam, *f.cfg.MarkBit))
-		}
-		if err == nil {
-			err = ensureJumps(ctx, ipt)
-		}
-		if err == nil {
-			err = f.route.ensureRule(v4)
-		}
+		err := f.prepare(ctx, ipt, now)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("handover: preparing %s: %w", fam, err))
+			for _, fw := range f.plan.Forwards(v4) {
+				f.plan.Remove(fw.VIP)
+			}
 			continue
 		}
 		f.prepared[fam] = true
 	}
+	f.forwards.Set(float64(f.plan.Len()))
+	f.schedule()
 	return errors.Join(errs...)
+}
+
+func (f *Forwarder) prepare(ctx context.Context, ipt iptables.Interface, now time.Time) error {
+	fam := ipt.Family()
+	v4 := fam == iptables.IPv4
+	save, err := ipt.Save(ctx, iptables.TableMangle)
+	if err != nil {
+		return err
+	}
+	for _, fw := range parseForwards(save) {
+		if fw.VIP.Is4() == v4 && f.plan.Adopt(fw, now) {
+			klog.InfoS("Adopted a handover forward of the previous process", "ip", fw.VIP, "to", fw.Via, "until", fw.Until.Format(time.RFC3339))
+		}
+	}
+	if err := f.route.flushTable(v4); err != nil {
+		return err
+	}
+	for _, fw := range f.plan.Forwards(v4) {
+		if err := f.route.replaceRoute(fw); err != nil {
+			klog.ErrorS(err, "Dropping an adopted handover forward", "ip", fw.VIP, "to", fw.Via)
+			f.plan.Remove(fw.VIP)
+		}
+	}
+	// One restore per table: the chains are rewritten atomically, so
+	// adopted forwards never stop working.
+	if err := ipt.Restore(ctx, staticRules(fam, *f.cfg.MarkBit, f.plan.Forwards(v4))); err != nil {
+		return err
+	}
+	if err := ensureJumps(ctx, ipt); err != nil {
+		return err
+	}
+	return f.route.ensureRule(v4)
 }
 
 // Forward starts forwarding the unknown TCP connections of vip to via (the
@@ -214,6 +245,19 @@ func (f *Forwarder) Forwards() []Forward {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append(f.plan.Forwards(true), f.plan.Forwards(false)...)
+}
+
+// Detach stops the Forwarder's timers and leaves the forwards in the kernel
+// for the next speaker process to adopt (a planned restart; see Prepare).
+// Without a next process they stay until Cleanup ("--cleanup"), like the
+// proxy's rules.
+func (f *Forwarder) Detach() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed = true
+	if f.timer != nil {
+		f.timer.Stop()
+	}
 }
 
 // Close ends every forward and removes everything Prepare installed.

@@ -49,6 +49,19 @@ func (p *Plan) Add(vip, via netip.Addr, now time.Time, window time.Duration) err
 	return nil
 }
 
+// Adopt takes over a forward an earlier process left (parseForwards), with
+// its own end; one that has ended at now is refused (false).
+func (p *Plan) Adopt(f Forward, now time.Time) bool {
+	if !f.Until.After(now) || !f.VIP.IsValid() || f.VIP.Is4() != f.Via.Is4() || f.VIP == f.Via {
+		return false
+	}
+	if p.m == nil {
+		p.m = map[netip.Addr]Forward{}
+	}
+	p.m[f.VIP] = f
+	return true
+}
+
 // Remove stops forwarding vip (this node released it: whoever owns it now
 // receives its packets). It reports whether vip was forwarded.
 func (p *Plan) Remove(vip netip.Addr) bool {

@@ -296,6 +296,61 @@ func TestRealHandoverJumpStaysFirst(t *testing.T) {
 	}
 }
 
+// A speaker that stops leaves its forwards in the kernel (Detach): the
+// connection keeps working without a process, and the next process adopts
+// the forward, rewriting the chains without a gap, then ends it.
+func TestRealHandoverSurvivesRestart(t *testing.T) {
+	l := newHandoverLab(t)
+	ctx := context.Background()
+	c := l.dial()
+	if got, err := c.ask("a"); err != nil || got != "old:a" {
+		t.Fatalf("through the old owner: %q, %v", got, err)
+	}
+	first := l.forward(time.Hour)
+	l.point(l.newMAC)
+	first.Detach()
+	if got, err := c.ask("b"); err != nil || got != "old:b" {
+		t.Fatalf("after the first process detached: %q, %v", got, err)
+	}
+	next, err := New(Config{Window: time.Hour, IPTables: []iptables.Interface{l.newIPT}, netlink: l.newNetlink})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = next.Close(ctx) })
+	// The connection exchanges data while the next process prepares.
+	errc := make(chan error, 1)
+	go func() {
+		for i := range 50 {
+			line := fmt.Sprint("during-", i)
+			if got, err := c.ask(line); err != nil || got != "old:"+line {
+				errc <- fmt.Errorf("exchange %d while the next process prepared: %q, %v", i, got, err)
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		errc <- nil
+	}()
+	if err := next.Prepare(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	fw := next.Forwards()
+	if len(fw) != 1 || fw[0].VIP != mustAddr(l.vip) || fw[0].Via != mustAddr(l.oldAddr) || time.Until(fw[0].Until) < 58*time.Minute {
+		t.Fatalf("adopted %v: want %s to %s for the first process's window", fw, l.vip, l.oldAddr)
+	}
+	if got, err := c.ask("c"); err != nil || got != "old:c" {
+		t.Fatalf("after the next process adopted the forward: %q, %v", got, err)
+	}
+	if err := next.Stop(ctx, mustAddr(l.vip)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ask("d"); err == nil {
+		t.Fatal("the connection still reaches the old owner after Stop")
+	}
+}
+
 // survivesSwitch opens a connection through the old owner, points the client
 // at the new owner and reports whether the connection still answers (and
 // what).
