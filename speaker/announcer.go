@@ -19,7 +19,7 @@ type announcer interface {
 
 // forwarder is what the event loop needs of *handover.Forwarder.
 type forwarder interface {
-	Forward(ctx context.Context, vip, via netip.Addr) error
+	Forward(ctx context.Context, vias map[netip.Addr]netip.Addr) error
 	Stop(ctx context.Context, vip netip.Addr) error
 }
 

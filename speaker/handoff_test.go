@@ -28,11 +28,13 @@ type forwardCall struct {
 	setOwnedBef int
 }
 
-func (f *fakeForwarder) Forward(_ context.Context, vip, via netip.Addr) error {
+func (f *fakeForwarder) Forward(_ context.Context, vias map[netip.Addr]netip.Addr) error {
 	f.l2.mu.Lock()
 	n := f.l2.calls
 	f.l2.mu.Unlock()
-	f.forwards = append(f.forwards, forwardCall{vip, via, n})
+	for vip, via := range vias {
+		f.forwards = append(f.forwards, forwardCall{vip, via, n})
+	}
 	return nil
 }
 

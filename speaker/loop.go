@@ -583,24 +583,28 @@ func (s *Speaker) nodeAddrOf(node string, like netip.Addr) (netip.Addr, bool) {
 // forwardHandoffs starts forwarding the addresses taken over from a node that
 // left, before they are announced: from the gratuitous ARP/NA on, the clients'
 // packets of connections made through the previous owner arrive here and must
-// find the forwarding in place. It runs in the loop (about one
-// iptables-restore of the small mangle table and one route per takeover);
-// the previous owner answers for its grace period meanwhile.
+// find the forwarding in place. It runs in the loop (one iptables-restore of
+// the small mangle table per family and one route per address); the
+// previous owner answers for its grace period meanwhile.
 func (s *Speaker) forwardHandoffs() {
 	if len(s.ls.handoffs) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
+	vias := make(map[netip.Addr]netip.Addr, len(s.ls.handoffs))
 	for ip, via := range s.ls.handoffs {
-		if !s.ls.owned[ip] {
-			continue
-		}
-		if err := s.forwarder.Forward(ctx, ip, via); err != nil {
-			klog.ErrorS(err, "Not forwarding the connections of the previous owner; they are reset", "ip", ip, "previousOwner", via)
+		if s.ls.owned[ip] {
+			vias[ip] = via
 		}
 	}
 	clear(s.ls.handoffs)
+	if len(vias) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := s.forwarder.Forward(ctx, vias); err != nil {
+		klog.ErrorS(err, "Not forwarding some connections of the previous owner; they are reset")
+	}
 }
 
 // stopForwarding ends the forwarding of an address this node released.

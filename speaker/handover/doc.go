@@ -36,7 +36,7 @@
 //
 //	f, err := handover.New(handover.Config{Registerer: reg})
 //	err = f.Prepare(ctx)                  // at start: installs the fixed parts, adopts what the last process left
-//	err = f.Forward(ctx, vip, oldNodeIP)  // at a takeover from a node that left, before announcing
+//	err = f.Forward(ctx, map[netip.Addr]netip.Addr{vip: oldNodeIP}) // at a takeover from a node that left, before announcing
 //	err = f.Stop(ctx, vip)                // this node released vip
 //	f.Detach()                            // at a planned exit: the forwards stay for the next process
 //	err = f.Close(ctx)                    // or: remove everything

@@ -194,39 +194,66 @@ func (f *Forwarder) prepare(ctx context.Context, ipt iptables.Interface, now tim
 	return f.route.ensureRule(v4)
 }
 
-// Forward starts forwarding the unknown TCP connections of vip to via (the
-// previous owner's node address) for the window, and returns once the rules
-// and the route are in place: call it before announcing vip. Forwarding an
-// address again restarts its window.
-func (f *Forwarder) Forward(ctx context.Context, vip, via netip.Addr) error {
+// Forward starts forwarding the unknown TCP connections of each address in
+// vias to its previous owner's node address for the window, and returns once
+// the rules and routes are in place: call it before announcing them.
+// Forwarding an address again restarts its window. It writes one
+// iptables-restore per family however many addresses a node's leave moved
+// here. An address that cannot be forwarded (its family not prepared, the
+// previous owner not on a link of this node) is left out and named in the
+// error; the others are forwarded.
+func (f *Forwarder) Forward(ctx context.Context, vias map[netip.Addr]netip.Addr) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	ipt := f.iptables(vip)
-	switch {
-	case f.closed:
+	if f.closed {
 		return errors.New("handover: closed")
-	case ipt == nil:
-		return fmt.Errorf("handover: %s: its family is not prepared", vip)
 	}
-	if err := f.plan.Add(vip, via, time.Now(), f.cfg.Window); err != nil {
-		return err
+	var errs []error
+	now := time.Now()
+	added := map[iptables.Interface][]netip.Addr{}
+	for vip, via := range vias {
+		ipt := f.iptables(vip)
+		if ipt == nil {
+			errs = append(errs, fmt.Errorf("handover: %s: its family is not prepared", vip))
+			continue
+		}
+		old, had := f.plan.m[vip]
+		if err := f.plan.Add(vip, via, now, f.cfg.Window); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := f.route.replaceRoute(f.plan.m[vip]); err != nil {
+			errs = append(errs, fmt.Errorf("handover: forwarding %s to %s: %w", vip, via, err))
+			if had {
+				f.plan.m[vip] = old // its route is still the old one
+			} else {
+				f.plan.Remove(vip)
+			}
+			continue
+		}
+		added[ipt] = append(added[ipt], vip)
 	}
-	fwd := f.plan.m[vip]
-	err := f.route.replaceRoute(fwd)
-	if err == nil {
-		err = ipt.Restore(ctx, []byte(forwardRules(ipt.Family(), *f.cfg.MarkBit, f.plan.Forwards(vip.Is4()))))
+	for ipt, vips := range added {
+		if err := ipt.Restore(ctx, []byte(forwardRules(ipt.Family(), *f.cfg.MarkBit, f.plan.Forwards(ipt.Family() == iptables.IPv4)))); err != nil {
+			errs = append(errs, fmt.Errorf("handover: forwarding %v: %w", vips, err))
+			for _, vip := range vips {
+				f.plan.Remove(vip)
+				_ = f.route.deleteRoute(vip)
+			}
+			continue
+		}
+		for _, vip := range vips {
+			fwd := f.plan.m[vip]
+			f.started.Inc()
+			klog.InfoS("Forwarding unknown connections to the previous owner", "ip", vip, "to", fwd.Via, "until", fwd.Until.Format(time.RFC3339))
+		}
 	}
-	if err != nil {
-		f.plan.Remove(vip)
-		_ = f.route.deleteRoute(vip)
-		return fmt.Errorf("handover: forwarding %s to %s: %w", vip, via, err)
-	}
-	f.started.Inc()
 	f.forwards.Set(float64(f.plan.Len()))
 	f.schedule()
-	f.recheckOrder()
-	klog.InfoS("Forwarding unknown connections to the previous owner", "ip", vip, "to", via, "until", fwd.Until.Format(time.RFC3339))
-	return nil
+	if len(added) > 0 {
+		f.recheckOrder()
+	}
+	return errors.Join(errs...)
 }
 
 // Stop ends the forwarding of vip (this node released it). It does nothing

@@ -265,7 +265,7 @@ func (l *handoverLab) forward(window time.Duration, between ...func()) *Forwarde
 	for _, fn := range between {
 		fn()
 	}
-	if err := f.Forward(ctx, mustAddr(l.vip), mustAddr(l.oldAddr)); err != nil {
+	if err := f.Forward(ctx, map[netip.Addr]netip.Addr{mustAddr(l.vip): mustAddr(l.oldAddr)}); err != nil {
 		l.t.Fatal(err)
 	}
 	return f
