@@ -475,10 +475,10 @@ func (s *Speaker) Run(ctx context.Context) error {
 	}
 	s.l2 = a
 	if h := s.cfg.Handover; h != nil {
-		if err := h.Prepare(ctx); err != nil {
-			klog.ErrorS(err, "Handover forwarding not available for some families")
-		}
+		// Forward refuses addresses until Prepare is done (a takeover in
+		// the first moments is not forwarded).
 		s.forwarder = h
+		go s.prepareHandover(work, h)
 	}
 	l2ctx, stopL2 := context.WithCancel(context.Background())
 	defer stopL2()
@@ -546,6 +546,24 @@ func (s *Speaker) Run(ctx context.Context) error {
 	<-ctx.Done()
 	s.stop(members, bgpDone)
 	return nil
+}
+
+// prepareHandover prepares the handover forwarding; with the in-process
+// proxy only after its first sync, since the proxy inserts its jump at the
+// top of nat PREROUTING then, and the handover's must stay above it.
+func (s *Speaker) prepareHandover(ctx context.Context, h *handover.Forwarder) {
+	if p := s.cfg.Proxy; p != nil {
+		for !p.Healthy() {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	if err := h.Prepare(ctx); err != nil {
+		klog.ErrorS(err, "Handover forwarding not available for some families")
+	}
 }
 
 // stop is the planned-stop handover: keep answering, withdraw BGP, leave

@@ -73,7 +73,10 @@
 //
 // Fixed, while the speaker runs: one mangle PREROUTING rule per packet (a
 // connection mark test), one nat PREROUTING rule per new connection, one
-// filter FORWARD rule per forwarded packet, one ip rule. Per takeover: one
+// filter FORWARD rule per forwarded packet, one ip rule; an iptables-save of
+// the nat and filter tables (to check that the jumps are first) at 2s, 5s,
+// 15s, 30s, 1, 2 and 5 minutes after Prepare and after each takeover, off
+// the takeover's path. Per takeover: one
 // iptables-restore of the mangle chain (the kernel validates the mangle
 // table only, small on most nodes) and one route; per address in a window one more mangle rule.
 package handover

@@ -142,6 +142,9 @@ func (f *Forwarder) Window() time.Duration { return f.cfg.Window }
 func (f *Forwarder) Prepare(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.closed {
+		return errors.New("handover: closed")
+	}
 	var errs []error
 	now := time.Now()
 	for _, ipt := range f.cfg.IPTables {
@@ -159,6 +162,7 @@ func (f *Forwarder) Prepare(ctx context.Context) error {
 	}
 	f.forwards.Set(float64(f.plan.Len()))
 	f.schedule()
+	f.watchOrder()
 	return errors.Join(errs...)
 }
 
@@ -419,10 +423,11 @@ func ensureFirst(ctx context.Context, ipt iptables.Interface, j jump) error {
 	return ipt.EnsureRule(ctx, j.table, j.chain, args...)
 }
 
-// recheckOrder checks, off the takeover's path, that the first-rule jumps
-// are still first: a kube-proxy or proxy that started after Prepare (a node
-// booting) inserted its own jump above. Between the takeover and the fix a
-// mid-stream packet would still be DNATed here. One check at a time.
+// recheckOrder checks, off the takeover's path, that the jumps are in
+// place and the first-rule ones still first: a kube-proxy or proxy that
+// started after Prepare (a node booting) inserts its own jump above, and an
+// external flush removes them. Between such a change and the fix a
+// mid-stream packet would be DNATed here. One check at a time.
 func (f *Forwarder) recheckOrder() {
 	if !f.checking.CompareAndSwap(false, true) {
 		return
@@ -432,20 +437,37 @@ func (f *Forwarder) recheckOrder() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		for _, ipt := range f.cfg.IPTables {
-			for _, j := range jumps {
-				if !j.first {
-					continue
-				}
-				f.mu.Lock()
-				ok := f.prepared[ipt.Family()] && !f.closed
-				f.mu.Unlock()
-				if !ok {
-					continue
-				}
-				if err := ensureFirst(ctx, ipt, j); err != nil {
-					klog.ErrorS(err, "Checking the handover jump", "family", ipt.Family(), "table", j.table, "chain", j.chain)
-				}
+			f.mu.Lock()
+			ok := f.prepared[ipt.Family()] && !f.closed
+			f.mu.Unlock()
+			if !ok {
+				continue
 			}
+			if err := ensureJumps(ctx, ipt); err != nil {
+				klog.ErrorS(err, "Checking the handover jumps", "family", ipt.Family())
+			}
+		}
+	}()
+}
+
+// orderChecks are when, after Prepare, the jumps are checked again: a
+// kube-proxy starting with the node installs its rules within minutes.
+var orderChecks = []time.Duration{2 * time.Second, 5 * time.Second, 15 * time.Second, 30 * time.Second, time.Minute, 2 * time.Minute, 5 * time.Minute}
+
+// watchOrder runs recheckOrder at orderChecks after Prepare, until Close or
+// Detach.
+func (f *Forwarder) watchOrder() {
+	go func() {
+		start := time.Now()
+		for _, at := range orderChecks {
+			time.Sleep(time.Until(start.Add(at)))
+			f.mu.Lock()
+			closed := f.closed
+			f.mu.Unlock()
+			if closed {
+				return
+			}
+			f.recheckOrder()
 		}
 	}()
 }

@@ -28,7 +28,8 @@ func TestSpeakerL2PlannedRestartKeepsConnections(t *testing.T) {
 			mustCreatePool(t, `{apiVersion: ironlb.io/v1alpha1, kind: IPPool, metadata: {name: spk-ho}, spec: {addresses: ["192.0.2.216-192.0.2.217"], advertise: {l2: {}}}}`)
 			ns := namespace(t, "spk-ho")
 			createService(t, ns, "ho", 8000)
-			if _, err := env.StartBackendsOn(t.Context(), ns, "ho", "ho", 3, 80); err != nil {
+			backends, err := env.StartBackendsOn(t.Context(), ns, "ho", "ho", 3, 80)
+			if err != nil {
 				t.Fatal(err)
 			}
 			vip, _ := waitIngress(t, ns, "ho", 5*time.Second)
@@ -39,10 +40,11 @@ func TestSpeakerL2PlannedRestartKeepsConnections(t *testing.T) {
 			// printing how many connections it opened and its status.
 			const requests = 100
 			url := urlFor(vip, 8000)
-			args := []string{"curl", "-s", "-o", "/dev/null", "--max-time", "20", "--rate", "20/s", "-w", `%{num_connects} %{http_code}\n`}
+			args := []string{"curl", "-s", "--max-time", "20", "--rate", "20/s", "-w", `%{num_connects} %{http_code}\n`}
 			for range requests {
-				args = append(args, url)
+				args = append(args, "-o", "/dev/null", url)
 			}
+			curlBackends(t, lab.HostLANClient, url, backendNames(backends), 60)
 			logPath := filepath.Join(t.TempDir(), "curl.log")
 			p, err := env.Lab.Start(lab.HostLANClient, logPath, args...)
 			if err != nil {
@@ -50,7 +52,7 @@ func TestSpeakerL2PlannedRestartKeepsConnections(t *testing.T) {
 			}
 			t.Cleanup(func() { _ = p.Stop() })
 			eventually(t, "curl has 10 answers", 10*time.Second, func() bool {
-				return strings.Count(p.Tail(4096), "\n") >= 10
+				return strings.Count(p.Tail(4096), " 200\n") >= 10
 			})
 			done := make(chan error, 1)
 			go func() { done <- old.Terminate() }()
