@@ -131,7 +131,9 @@
 // Config.Registerer: ironlb_speaker_ownership_moves_total{change},
 // ironlb_speaker_bgp_addresses, ironlb_speaker_l2_conflicts_handled_total{action},
 // ironlb_speaker_status_writes_total{resource,op,result},
-// ironlb_speaker_inputs_total{kind} and ironlb_speaker_bgp_applies_total{result}.
+// ironlb_speaker_inputs_total{kind} and ironlb_speaker_bgp_applies_total{result};
+// with Config.Handover, ironlb_l2_handover_forwards and
+// ironlb_l2_handover_started_total.
 //
 // # Costs
 //
