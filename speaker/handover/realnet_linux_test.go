@@ -213,14 +213,34 @@ func TestRealHandoverKeepsConnections(t *testing.T) {
 	if err := f.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
+	l.assertClean()
+}
+
+// assertClean checks that the new owner has no chain, rule or route of the
+// package left.
+func (l *handoverLab) assertClean() {
+	l.t.Helper()
 	for _, tbl := range []string{"mangle", "nat", "filter"} {
-		if out := netnstest.Sh(t, "ip", "netns", "exec", l.newNS, "iptables-save", "-t", tbl); strings.Contains(out, Chain) {
-			t.Fatalf("%s still has %s after Close:\n%s", tbl, Chain, out)
+		if out := netnstest.Sh(l.t, "ip", "netns", "exec", l.newNS, "iptables-save", "-t", tbl); strings.Contains(out, Chain) {
+			l.t.Fatalf("%s still has %s:\n%s", tbl, Chain, out)
 		}
 	}
 	if rules, _ := l.newNetlink.RuleList(netlink.FAMILY_V4); containsTable(rules, DefaultTable) {
-		t.Fatalf("ip rule to table %d left after Close", DefaultTable)
+		l.t.Fatalf("ip rule to table %d left", DefaultTable)
 	}
+	if rs, _ := l.newNetlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: DefaultTable}, netlink.RT_FILTER_TABLE); len(rs) != 0 {
+		l.t.Fatalf("routes left in table %d: %v", DefaultTable, rs)
+	}
+}
+
+// --cleanup (Cleanup) removes what a detached speaker left.
+func TestRealHandoverCleanup(t *testing.T) {
+	l := newHandoverLab(t)
+	l.forward(time.Hour).Detach()
+	if err := Cleanup(context.Background(), Config{IPTables: []iptables.Interface{l.newIPT}, netlink: l.newNetlink}); err != nil {
+		t.Fatal(err)
+	}
+	l.assertClean()
 }
 
 // The window ends by itself: the route and the rule of the address go.
