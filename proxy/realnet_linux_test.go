@@ -15,7 +15,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -27,6 +26,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
 
+	"github.com/ironlb/ironlb/internal/netnstest"
 	"github.com/ironlb/ironlb/proxy/iptables"
 )
 
@@ -43,26 +43,14 @@ type lab struct {
 
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("skipped: needs root (network namespaces and real iptables)")
-	}
-	for _, b := range []string{"ip", "iptables-restore", "iptables-save", "ip6tables-restore"} {
-		if _, err := exec.LookPath(b); err != nil {
-			t.Skipf("skipped: %s not installed", b)
-		}
-	}
+	netnstest.RequireRoot(t, "ip", "iptables-restore", "iptables-save", "ip6tables-restore")
 }
 
-func sh(t *testing.T, args ...string) string {
-	t.Helper()
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
+// sh and inNS: see package netnstest.
+var (
+	sh   = netnstest.Sh
+	inNS = netnstest.InNS
+)
 
 func newLab(t *testing.T) *lab {
 	requireRoot(t)
@@ -103,28 +91,6 @@ func newLab(t *testing.T) *lab {
 	sh(t, "ip", "netns", "exec", l.node, "sysctl", "-qw", "net.ipv4.ip_forward=1",
 		"net.ipv4.conf.all.send_redirects=0", "net.ipv4.conf.eth0.send_redirects=0")
 	return l
-}
-
-// inNS runs fn on a thread switched into the named namespace. Sockets made
-// there stay in that namespace.
-func inNS(name string, fn func() error) error {
-	target, err := netns.GetFromName(name)
-	if err != nil {
-		return err
-	}
-	defer target.Close()
-	errc := make(chan error, 1)
-	go func() {
-		// The thread is never unlocked: it dies with the goroutine instead of
-		// going back to the pool in the wrong namespace.
-		runtime.LockOSThread()
-		if err := netns.Set(target); err != nil {
-			errc <- err
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
 }
 
 // serve runs a TCP server in ns that answers every connection with the

@@ -17,6 +17,12 @@ type announcer interface {
 	Close() error
 }
 
+// forwarder is what the event loop needs of *handover.Forwarder.
+type forwarder interface {
+	Forward(ctx context.Context, vias map[netip.Addr]netip.Addr) error
+	Stop(ctx context.Context, vip netip.Addr) error
+}
+
 // peerSetter is what the event loop needs of *membership.Cluster.
 type peerSetter interface {
 	SetPeers(peers []netip.AddrPort)

@@ -94,7 +94,12 @@
 // (bgp.Manager.Stop, in parallel), memberlist Leave tells the others, who take
 // the addresses over at once with gratuitous ARP/NA; the node keeps answering for
 // Config.LeaveGrace (1s) so no client is left without an answer, then stops
-// answering, leaves memberlist and deletes its status objects. A SIGKILLed
+// answering, leaves memberlist and deletes its status objects. With
+// Config.Handover (--l2-handover-window, 60s by default), a node taking an
+// address over from a speaker that left first has its kernel forward, for
+// that window, the TCP connections it does not know to the old node, whose
+// kernel still carries them (package handover), so connections opened
+// before a planned restart survive it. A SIGKILLed
 // speaker is replaced within memberlist's failure detection (about 0.8s, package
 // membership), and its status objects are removed by the reporter.
 //
@@ -126,7 +131,9 @@
 // Config.Registerer: ironlb_speaker_ownership_moves_total{change},
 // ironlb_speaker_bgp_addresses, ironlb_speaker_l2_conflicts_handled_total{action},
 // ironlb_speaker_status_writes_total{resource,op,result},
-// ironlb_speaker_inputs_total{kind} and ironlb_speaker_bgp_applies_total{result}.
+// ironlb_speaker_inputs_total{kind} and ironlb_speaker_bgp_applies_total{result};
+// with Config.Handover, ironlb_l2_handover_forwards and
+// ironlb_l2_handover_started_total.
 //
 // # Costs
 //

@@ -48,6 +48,7 @@ type loopState struct {
 	bgpStale    map[netip.Addr]bool           // BGP: advertised addresses whose Services or pool changed since
 	refused     map[string]string             // BGPPeers not opened, with why (last reported)
 	unannounced []netip.Addr                  // released by this node with no successor
+	handoffs    map[netip.Addr]netip.Addr     // taken over from a node that left: its address, until forwarded
 	dirty       struct{ claims, republish, l2, bgp bool }
 	lastFlush   time.Time
 }
@@ -60,7 +61,7 @@ func newLoopState() loopState {
 		peerAddrs: map[string]netip.Addr{}, alive: map[string]bool{},
 		owned: map[netip.Addr]bool{}, placed: map[netip.Addr][]string{},
 		advertised: map[netip.Addr]bool{}, paths: map[netip.Addr]pathPlan{}, bgpStale: map[netip.Addr]bool{},
-		refused: map[string]string{},
+		refused: map[string]string{}, handoffs: map[netip.Addr]netip.Addr{},
 	}
 	ls.dirty.bgp = true // one plan once synced, even with nothing to advertise
 	return ls
@@ -178,6 +179,7 @@ func (s *Speaker) flush() {
 				for ip := range s.ls.owned {
 					if !owned[ip] {
 						s.metrics.moves.WithLabelValues("released").Inc()
+						s.stopForwarding(ip)
 					}
 				}
 				s.ls.owned = owned
@@ -187,6 +189,7 @@ func (s *Speaker) flush() {
 		}
 		if s.ls.dirty.l2 {
 			s.ls.dirty.l2 = false
+			s.forwardHandoffs()
 			s.setOwned()
 		}
 		if s.ls.dirty.republish {
@@ -439,6 +442,9 @@ func (s *Speaker) syncMember(ev membership.Event) {
 		}
 		delete(s.ls.alive, ev.Member.Name)
 		ch = s.e.DeleteMember(ev.Member.Name)
+		if ev.Left && s.forwarder != nil {
+			maps.Copy(s.ls.handoffs, handoffs(ch.Moves, s.self, ev.Member.Name, s.nodeAddrOf))
+		}
 		klog.InfoS("Speaker gone", "node", ev.Member.Name, "left", ev.Left)
 		if s.ls.acting && s.reporter() {
 			s.announcements.forgetNode(ev.Member.Name)
@@ -545,5 +551,71 @@ func (s *Speaker) eventAddress(ip netip.Addr, typ, reason, format string, args .
 		if svc, err := s.services.Services(ns).Get(name); err == nil {
 			s.recorder.Eventf(svc, typ, reason, format, args...)
 		}
+	}
+}
+
+// handoffs returns the addresses that moved from leaver to self, each with
+// leaver's node address of its family (addrOf), to forward the connections
+// leaver still carries (package handover). An address without one is left
+// out: its connections are reset as without forwarding.
+func handoffs(moves []election.Move, self, leaver string, addrOf func(node string, like netip.Addr) (netip.Addr, bool)) map[netip.Addr]netip.Addr {
+	out := map[netip.Addr]netip.Addr{}
+	for _, m := range moves {
+		if m.From != leaver || m.To != self {
+			continue
+		}
+		if via, ok := addrOf(leaver, m.IP); ok && via != m.IP {
+			out[m.IP] = via
+		}
+	}
+	return out
+}
+
+// nodeAddrOf returns a Node's first InternalIP of like's family.
+func (s *Speaker) nodeAddrOf(node string, like netip.Addr) (netip.Addr, bool) {
+	n, err := s.nodes.Get(node)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return memberAddr(n, like)
+}
+
+// forwardHandoffs starts forwarding the addresses taken over from a node that
+// left, before they are announced: from the gratuitous ARP/NA on, the clients'
+// packets of connections made through the previous owner arrive here and must
+// find the forwarding in place. It runs in the loop (one iptables-restore of
+// the small mangle table per family and one route per address); the
+// previous owner answers for its grace period meanwhile.
+func (s *Speaker) forwardHandoffs() {
+	if len(s.ls.handoffs) == 0 {
+		return
+	}
+	vias := make(map[netip.Addr]netip.Addr, len(s.ls.handoffs))
+	for ip, via := range s.ls.handoffs {
+		if s.ls.owned[ip] {
+			vias[ip] = via
+		}
+	}
+	clear(s.ls.handoffs)
+	if len(vias) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := s.forwarder.Forward(ctx, vias); err != nil {
+		klog.ErrorS(err, "Not forwarding some connections of the previous owner; they are reset")
+	}
+}
+
+// stopForwarding ends the forwarding of an address this node released.
+func (s *Speaker) stopForwarding(ip netip.Addr) {
+	delete(s.ls.handoffs, ip)
+	if s.forwarder == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := s.forwarder.Stop(ctx, ip); err != nil {
+		klog.ErrorS(err, "Ending handover forwarding", "ip", ip)
 	}
 }

@@ -34,6 +34,7 @@ import (
 	"github.com/ironlb/ironlb/l2"
 	"github.com/ironlb/ironlb/proxy"
 	"github.com/ironlb/ironlb/speaker/election"
+	"github.com/ironlb/ironlb/speaker/handover"
 	"github.com/ironlb/ironlb/speaker/membership"
 )
 
@@ -86,6 +87,12 @@ type Config struct {
 	// until the handover is over; its rules outlive the process, like
 	// kube-proxy's.
 	Proxy *proxy.Proxier
+	// Handover, if set, forwards for a while the TCP connections this node
+	// does not know, to an address it took over from a node that left (a
+	// planned restart), to that node, whose kernel still forwards them (see
+	// "Stopping"). Run prepares it and detaches from it on the way out (its
+	// forwards stay for the next process).
+	Handover *handover.Forwarder
 }
 
 // Speaker is one node's agent. Create it with New and call Run once.
@@ -120,6 +127,7 @@ type Speaker struct {
 	gossip    peerSetter
 	publisher claimPublisher
 	bgp       *bgpApplier
+	forwarder forwarder // nil: no handover forwarding
 
 	// Only the event loop touches the election and loopState.
 	e  *election.Election
@@ -466,6 +474,12 @@ func (s *Speaker) Run(ctx context.Context) error {
 		return err
 	}
 	s.l2 = a
+	if h := s.cfg.Handover; h != nil {
+		// Forward refuses addresses until Prepare is done (a takeover in
+		// the first moments is not forwarded).
+		s.forwarder = h
+		go s.prepareHandover(work, h)
+	}
 	l2ctx, stopL2 := context.WithCancel(context.Background())
 	defer stopL2()
 	go func() {
@@ -534,6 +548,24 @@ func (s *Speaker) Run(ctx context.Context) error {
 	return nil
 }
 
+// prepareHandover prepares the handover forwarding; with the in-process
+// proxy only after its first sync, since the proxy inserts its jump at the
+// top of nat PREROUTING then, and the handover's must stay above it.
+func (s *Speaker) prepareHandover(ctx context.Context, h *handover.Forwarder) {
+	if p := s.cfg.Proxy; p != nil {
+		for !p.Healthy() {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	if err := h.Prepare(ctx); err != nil {
+		klog.ErrorS(err, "Handover forwarding not available for some families")
+	}
+}
+
 // stop is the planned-stop handover: keep answering, withdraw BGP, leave
 // memberlist so the others take over at once, answer for a grace period, then
 // stop answering and remove this node's status objects.
@@ -548,6 +580,12 @@ func (s *Speaker) stop(members *membership.Cluster, bgpDone <-chan struct{}) {
 	klog.InfoS("Left the speakers; answering during the grace period", "grace", s.cfg.LeaveGrace, "owned", len(s.l2.Status()))
 	time.Sleep(s.cfg.LeaveGrace)
 	_ = s.l2.Close()
+	if h := s.cfg.Handover; h != nil {
+		// The forwards stay in the kernel: the node may be relaying
+		// connections handed over twice in a rolling restart, and the next
+		// speaker process adopts them.
+		h.Detach()
+	}
 	select {
 	case <-bgpDone:
 	case <-time.After(5 * time.Second):

@@ -8,7 +8,8 @@
 // InternalIP), --memberlist-port, --memberlist-secret-file, --proxy=none|iptables
 // (iptables: package proxy programs ClusterIPs, NodePorts and VIPs in place of
 // kube-proxy; with --cluster-cidr), --metrics-addr, --cleanup, --namespace (default
-// $POD_NAMESPACE), --lb-class, --kubeconfig, -v.
+// $POD_NAMESPACE), --lb-class, --l2-handover-window (package speaker/handover),
+// --kubeconfig, -v.
 //
 // SIGTERM hands the addresses over (leave, grace period) before exiting; a
 // second signal exits at once.
@@ -38,6 +39,7 @@ import (
 	"github.com/ironlb/ironlb/proxy"
 	"github.com/ironlb/ironlb/proxy/iptables"
 	"github.com/ironlb/ironlb/speaker"
+	"github.com/ironlb/ironlb/speaker/handover"
 	"github.com/ironlb/ironlb/speaker/membership"
 )
 
@@ -53,6 +55,7 @@ type options struct {
 	lbClass        string
 	kubeconfig     string
 	clusterCIDRs   []string
+	handover       time.Duration
 }
 
 func main() {
@@ -72,9 +75,10 @@ func main() {
 	fs.StringVar(&o.proxy, "proxy", "none", "service proxy run in this process: none (beside kube-proxy) or iptables (instead of kube-proxy)")
 	fs.StringSliceVar(&o.clusterCIDRs, "cluster-cidr", nil, "with --proxy=iptables: the pod networks (one per family); traffic to ClusterIPs from outside them is masqueraded, as kube-proxy's --cluster-cidr")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", ":7473", "plain-HTTP address of /metrics, /healthz and /readyz; empty disables")
-	fs.BoolVar(&o.cleanup, "cleanup", false, "remove what this node's speaker left behind (the proxy's IRONLB-* iptables chains and rules, its ServiceAnnouncements and BGPSessions) and exit")
+	fs.BoolVar(&o.cleanup, "cleanup", false, "remove what this node's speaker left behind (the proxy's IRONLB-* iptables chains and rules, the handover forwarding's rules and routes, its ServiceAnnouncements and BGPSessions) and exit")
 	fs.StringVar(&o.namespace, "namespace", envOr("POD_NAMESPACE", speaker.DefaultNamespace), "the speaker's namespace: BGP password Secrets are read here only (default $POD_NAMESPACE)")
 	fs.StringVar(&o.lbClass, "lb-class", speaker.DefaultLoadBalancerClass, "spec.loadBalancerClass served besides unset")
+	fs.DurationVar(&o.handover, "l2-handover-window", handover.DefaultWindow, "after taking an L2 address over from a speaker that left (a planned restart), forward for this long the TCP connections this node does not know to the old node, whose kernel still carries them; 0 disables")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; empty: in-cluster configuration")
 	klogFlags := goflag.NewFlagSet("klog", goflag.ExitOnError)
 	klog.InitFlags(klogFlags)
@@ -140,7 +144,7 @@ func run(ctx context.Context, o options) error {
 		for _, f := range []iptables.Family{iptables.IPv4, iptables.IPv6} {
 			ipts = append(ipts, iptables.NewExec(f))
 		}
-		err := errors.Join(proxy.Cleanup(cctx, ipts...), speaker.Cleanup(cctx, dyn, o.nodeName))
+		err := errors.Join(proxy.Cleanup(cctx, ipts...), handover.Cleanup(cctx, handover.Config{}), speaker.Cleanup(cctx, dyn, o.nodeName))
 		if err != nil {
 			return fmt.Errorf("cleanup: %w", err)
 		}
@@ -171,10 +175,16 @@ func run(ctx context.Context, o options) error {
 			return fmt.Errorf("--proxy=iptables: %w", err)
 		}
 	}
+	var hf *handover.Forwarder
+	if o.handover > 0 {
+		if hf, err = handover.New(handover.Config{Window: o.handover, Registerer: reg}); err != nil {
+			return fmt.Errorf("--l2-handover-window: %w", err)
+		}
+	}
 	s, err := speaker.New(speaker.Config{
 		NodeName: o.nodeName, NodeIP: nodeIP, Namespace: o.namespace,
 		MemberlistPort: o.memberlistPort, MemberlistKey: key, LoadBalancerClass: o.lbClass,
-		Client: client, Dynamic: dyn, Registerer: reg, Proxy: px,
+		Client: client, Dynamic: dyn, Registerer: reg, Proxy: px, Handover: hf,
 	})
 	if err != nil {
 		return err

@@ -29,11 +29,11 @@ import (
 const probingLine = "benchspeaker: probing"
 
 type probeReport struct {
-	ARPSent    []int64      `json:"arpSent,omitempty"`
-	ARPReplies []arpReply   `json:"arpReplies,omitempty"`
-	TCP        []tcpProbe   `json:"tcp,omitempty"`
-	Errors     []string     `json:"errors,omitempty"`
-	Stream     *streamProbe `json:"stream,omitempty"`
+	ARPSent    []int64       `json:"arpSent,omitempty"`
+	ARPReplies []arpReply    `json:"arpReplies,omitempty"`
+	TCP        []tcpProbe    `json:"tcp,omitempty"`
+	Errors     []string      `json:"errors,omitempty"`
+	Streams    []streamProbe `json:"streams,omitempty"`
 }
 
 type arpReply struct {
@@ -52,6 +52,7 @@ type tcpProbe struct {
 // streamProbe is one long-lived TCP connection sending a request every
 // interval: how many answers came back before it broke, and when it broke.
 type streamProbe struct {
+	Start   int64  `json:"start"`
 	Answers int    `json:"answers"`
 	Broke   int64  `json:"broke,omitempty"`
 	Err     string `json:"err,omitempty"`
@@ -62,7 +63,7 @@ func runProbe(args []string) error {
 	iface := fs.String("iface", "lan0", "interface for ARP")
 	arpVIPs := fs.String("arp", "", "comma-separated IPv4 VIPs to ask for by ARP every interval")
 	tcpTarget := fs.String("tcp", "", "VIP:port to open a new TCP connection to every interval (HTTP GET)")
-	stream := fs.Bool("stream", false, "also keep one TCP connection open to -tcp, one request per interval")
+	streams := fs.Int("streams", 0, "also keep this many TCP connections open to -tcp, each sending one request per interval (at most 64)")
 	interval := fs.Duration("interval", 10*time.Millisecond, "probe interval")
 	duration := fs.Duration("duration", 5*time.Second, "how long to probe (at most 60s)")
 	timeout := fs.Duration("timeout", time.Second, "a TCP probe without an answer within this is lost")
@@ -71,6 +72,9 @@ func runProbe(args []string) error {
 	}
 	if *duration > time.Minute {
 		return errors.New("probe: -duration at most 60s")
+	}
+	if *streams < 0 || *streams > 64 {
+		return errors.New("probe: -streams must be 0-64")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *duration)
 	defer cancel()
@@ -110,13 +114,14 @@ func runProbe(args []string) error {
 			rep.TCP = probes
 			mu.Unlock()
 		}()
-		if *stream {
+		rep.Streams = make([]streamProbe, *streams)
+		for i := range *streams {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				sp := probeStream(ctx, *tcpTarget, *interval, *timeout)
 				mu.Lock()
-				rep.Stream = &sp
+				rep.Streams[i] = sp
 				mu.Unlock()
 			}()
 		}
@@ -280,7 +285,10 @@ func httpOnce(target string, timeout time.Duration) error {
 // interval until the connection breaks or the duration ends.
 func probeStream(ctx context.Context, target string, interval, timeout time.Duration) streamProbe {
 	var sp streamProbe
-	c, err := net.DialTimeout("tcp", target, timeout)
+	sp.Start = time.Now().UnixNano()
+	// A patient dial: the stream's setup is not what is measured (its SYN
+	// may wait for the client's ARP resolution).
+	c, err := net.DialTimeout("tcp", target, 3*timeout)
 	if err != nil {
 		sp.Err, sp.Broke = err.Error(), time.Now().UnixNano()
 		return sp
