@@ -261,6 +261,7 @@ func (b *bench) bulkRoutes(ctx context.Context) ([]string, error) {
 			}
 			publishedAt <- p
 		}()
+		m := b.mark(ctx)
 		bt, err := b.timeBulk(ctx, base, n, true, func() error {
 			return parallel(ctx, n, func(k int) error {
 				return b.createService(ctx, bulkNS, bulkName(k), "", "bulk")
@@ -269,6 +270,7 @@ func (b *bench) bulkRoutes(ctx context.Context) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
+		b.loadSince(ctx, fmt.Sprintf("created through the API, trial %d", trial), m)
 		c, p := bt.writes, <-publishedAt
 		if p < 0 {
 			return nil, fmt.Errorf("the controller did not publish %d addresses within 2 minutes", n)
@@ -276,10 +278,12 @@ func (b *bench) bulkRoutes(ctx context.Context) ([]string, error) {
 		created, published, e2e = append(created, c), append(published, p), append(e2e, bt)
 		say("  created through the API, trial %d: creates done %v, every address published %v; routes installed %v, every node's path at bgpd %v, all via 3 nodes %v; speakers' CPU %v",
 			trial, ms(c), ms(p), ms(bt.fib), ms(bt.paths), ms(bt.ecmp), ms(bt.cpu))
+		m = b.mark(ctx)
 		d, err := b.deleteBulk(ctx, base, n)
 		if err != nil {
 			return nil, err
 		}
+		b.loadSince(ctx, fmt.Sprintf("deleted through the API, controller running, trial %d", trial), m)
 		deleted = append(deleted, d)
 	}
 	pick := func(ts []bulkTimes, f func(bulkTimes) time.Duration) []time.Duration {
