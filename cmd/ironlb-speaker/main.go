@@ -8,7 +8,7 @@
 // InternalIP), --memberlist-port, --memberlist-secret-file, --proxy=none|iptables
 // (iptables: package proxy programs ClusterIPs, NodePorts and VIPs in place of
 // kube-proxy; with --cluster-cidr), --metrics-addr, --cleanup, --namespace (default
-// $POD_NAMESPACE), --lb-class, --kubeconfig, -v.
+// $POD_NAMESPACE), --lb-class, --address-event-qps, --kubeconfig, -v.
 //
 // SIGTERM hands the addresses over (leave, grace period) before exiting; a
 // second signal exits at once.
@@ -53,6 +53,7 @@ type options struct {
 	lbClass        string
 	kubeconfig     string
 	clusterCIDRs   []string
+	eventQPS       float32
 }
 
 func main() {
@@ -76,6 +77,7 @@ func main() {
 	fs.StringVar(&o.namespace, "namespace", envOr("POD_NAMESPACE", speaker.DefaultNamespace), "the speaker's namespace: BGP password Secrets are read here only (default $POD_NAMESPACE)")
 	fs.StringVar(&o.lbClass, "lb-class", speaker.DefaultLoadBalancerClass, "spec.loadBalancerClass served besides unset")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; empty: in-cluster configuration")
+	fs.Float32Var(&o.eventQPS, "address-event-qps", speaker.DefaultAddressEventQPS, "per-address BGP Events (Advertising, Withdrawn) recorded per second at most, bursts of 10 times that; beyond it they are skipped and counted (BGPSessions list the prefixes); 0: none")
 	klogFlags := goflag.NewFlagSet("klog", goflag.ExitOnError)
 	klog.InitFlags(klogFlags)
 	fs.AddGoFlagSet(klogFlags)
@@ -96,6 +98,14 @@ func main() {
 	if err != nil {
 		os.Exit(1)
 	}
+}
+
+// addressEventQPS maps the flag's 0 (none) to Config's negative.
+func addressEventQPS(flag float32) float32 {
+	if flag <= 0 {
+		return -1
+	}
+	return flag
 }
 
 func envOr(key, def string) string {
@@ -174,7 +184,7 @@ func run(ctx context.Context, o options) error {
 	s, err := speaker.New(speaker.Config{
 		NodeName: o.nodeName, NodeIP: nodeIP, Namespace: o.namespace,
 		MemberlistPort: o.memberlistPort, MemberlistKey: key, LoadBalancerClass: o.lbClass,
-		Client: client, Dynamic: dyn, Registerer: reg, Proxy: px,
+		Client: client, Dynamic: dyn, Registerer: reg, Proxy: px, AddressEventQPS: addressEventQPS(o.eventQPS),
 	})
 	if err != nil {
 		return err
