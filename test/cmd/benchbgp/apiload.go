@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"sort"
 	"strings"
 	"time"
@@ -17,6 +18,7 @@ type loadMark struct {
 	at      time.Time
 	metrics string // the API server's /metrics
 	cpu     map[string]time.Duration
+	busy    time.Duration // the machine's CPU time not idle
 }
 
 // processes are the lab's control-plane and ironlb processes by name.
@@ -35,7 +37,7 @@ func (b *bench) processes() map[string]int {
 }
 
 func (b *bench) mark(ctx context.Context) loadMark {
-	m := loadMark{at: time.Now(), cpu: map[string]time.Duration{}}
+	m := loadMark{at: time.Now(), cpu: map[string]time.Duration{}, busy: machineBusy()}
 	m.metrics, _ = apiload.Fetch(ctx, b.env.Cluster.Client.Discovery().RESTClient())
 	for name, pid := range b.processes() {
 		m.cpu[name] = processCPU(pid)
@@ -66,11 +68,16 @@ func (b *bench) loadSince(ctx context.Context, what string, m loadMark) {
 		b.latencies(what, m.metrics, text)
 	}
 	var cpu []string
+	var ours time.Duration
 	for name, pid := range b.processes() {
-		cpu = append(cpu, fmt.Sprintf("%s %v", name, ms(processCPU(pid)-m.cpu[name])))
+		used := processCPU(pid) - m.cpu[name]
+		ours += used
+		cpu = append(cpu, fmt.Sprintf("%s %v", name, ms(used)))
 	}
 	sort.Strings(cpu)
-	say("  %s: CPU used: %s", what, strings.Join(cpu, ", "))
+	busy := machineBusy() - m.busy
+	say("  %s: CPU used: %s; the machine: %v busy of %v (%d cores), %v of it outside these processes (FRR, the vtysh polls, the bench, other users)",
+		what, strings.Join(cpu, ", "), ms(busy), ms(time.Duration(runtime.NumCPU())*end.Sub(m.at)), runtime.NumCPU(), ms(busy-ours))
 	if path := b.env.Cluster.AuditLog; path != "" {
 		time.Sleep(2 * time.Second) // the audit log is written in batches (1 s)
 		byClient, err := apiload.ReadAudit(path, m.at, end)
@@ -136,4 +143,24 @@ func (b *bench) latencies(what, before, after string) {
 		}
 		say("  %s: %s: %s", what, h.title, strings.Join(parts, "; "))
 	}
+}
+
+// machineBusy is the CPU time all cores spent not idle (nor waiting for
+// I/O) since boot, from /proc/stat.
+func machineBusy() time.Duration {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+	var busy int64
+	for i, v := range f[1:] {
+		var n int64
+		fmt.Sscan(v, &n)
+		if i != 3 && i != 4 && i < 8 { // not idle, iowait; not guest (counted in user)
+			busy += n
+		}
+	}
+	return time.Duration(busy) * time.Second / 100 // USER_HZ
 }
