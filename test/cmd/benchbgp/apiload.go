@@ -19,6 +19,7 @@ type loadMark struct {
 	metrics string // the API server's /metrics
 	cpu     map[string]time.Duration
 	busy    time.Duration // the machine's CPU time not idle
+	self    time.Duration // this process's and its reaped children's (vtysh polls)
 }
 
 // processes are the lab's control-plane and ironlb processes by name.
@@ -37,7 +38,7 @@ func (b *bench) processes() map[string]int {
 }
 
 func (b *bench) mark(ctx context.Context) loadMark {
-	m := loadMark{at: time.Now(), cpu: map[string]time.Duration{}, busy: machineBusy()}
+	m := loadMark{at: time.Now(), cpu: map[string]time.Duration{}, busy: machineBusy(), self: selfCPU()}
 	m.metrics, _ = apiload.Fetch(ctx, b.env.Cluster.Client.Discovery().RESTClient())
 	for name, pid := range b.processes() {
 		m.cpu[name] = processCPU(pid)
@@ -75,9 +76,10 @@ func (b *bench) loadSince(ctx context.Context, what string, m loadMark) {
 		cpu = append(cpu, fmt.Sprintf("%s %v", name, ms(used)))
 	}
 	sort.Strings(cpu)
+	self := selfCPU() - m.self
 	busy := machineBusy() - m.busy
-	say("  %s: CPU used: %s; the machine: %v busy of %v (%d cores), %v of it outside these processes (FRR, the vtysh polls, the bench, other users)",
-		what, strings.Join(cpu, ", "), ms(busy), ms(time.Duration(runtime.NumCPU())*end.Sub(m.at)), runtime.NumCPU(), ms(busy-ours))
+	say("  %s: CPU used: %s; the bench with its vtysh polls of the router %v; the machine: %v busy of %v (%d cores), %v of it outside these processes (FRR's daemons, other users)",
+		what, strings.Join(cpu, ", "), ms(self), ms(busy), ms(time.Duration(runtime.NumCPU())*end.Sub(m.at)), runtime.NumCPU(), ms(busy-ours-self))
 	if path := b.env.Cluster.AuditLog; path != "" {
 		time.Sleep(2 * time.Second) // the audit log is written in batches (1 s)
 		byClient, err := apiload.ReadAudit(path, m.at, end)
@@ -95,6 +97,27 @@ func (b *bench) loadSince(ctx context.Context, what string, m loadMark) {
 			say("%s", l)
 		}
 	}
+}
+
+// selfCPU is the CPU time of this process and of its children it has
+// reaped (the vtysh and ip commands of the router polls).
+func selfCPU() time.Duration {
+	data, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return 0
+	}
+	s := string(data)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 15 {
+		return 0
+	}
+	var total int64
+	for _, v := range f[11:15] { // utime stime cutime cstime
+		var n int64
+		fmt.Sscan(v, &n)
+		total += n
+	}
+	return time.Duration(total) * time.Second / 100 // USER_HZ
 }
 
 // processCPU is the CPU time (user + system) process pid has used, from

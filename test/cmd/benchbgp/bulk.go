@@ -181,6 +181,9 @@ func (b *bench) bulkRoutes(ctx context.Context) ([]string, error) {
 		return nil, err
 	}
 	n := b.bulk
+	if b.noNodePorts {
+		say("  the bulk Services have allocateLoadBalancerNodePorts: false (-no-nodeports)")
+	}
 	say("  publishing endpoints for %d Services (untimed)", n)
 	if err := parallel(ctx, n, func(k int) error {
 		return env.PublishEndpoints(ctx, bulkNS, bulkName(k), 80, b.backends, false)

@@ -24,7 +24,7 @@
 // average, since the machine is shared.
 //
 // Usage (make bench-lab runs it): go run ./cmd/benchbgp [-trials 10]
-// [-bulk 1000] [-bulk-trials 3] [-only a,b,c,d] [-bfd] [-audit]
+// [-bulk 1000] [-bulk-trials 3] [-only a,b,c,d] [-bfd] [-audit] [-no-nodeports]
 //
 // (b) through the API also reports the API requests of each burst by verb and
 // resource (the API server's apiserver_request_total), with -audit by client,
@@ -68,6 +68,7 @@ func main() {
 	bulkTrials := flag.Int("bulk-trials", 3, "trials of (b) through the API; the pool switch runs 3x as many")
 	only := flag.String("only", "a,b,c,d", "scenarios to run")
 	withBFD := flag.Bool("bfd", false, "run BFD (100 ms x 3) from the start: (a), (b) and (d) with it; (c) runs both ways anyway and leaves it on for (d)")
+	noNodePorts := flag.Bool("no-nodeports", false, "create (b)'s Services with allocateLoadBalancerNodePorts: false (the API server then allocates no NodePort per create)")
 	audit := flag.Bool("audit", false, "run the API server with an audit log and report (b)'s requests by client too (costs the API server a log line per request)")
 	flag.Parse()
 	if err := framework.CheckHost(); err != nil {
@@ -82,7 +83,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	defer cancel()
-	b := &bench{trials: *trials, bulk: *bulk, bulkTrials: *bulkTrials, only: strings.Split(*only, ","), startBFD: *withBFD, audit: *audit}
+	b := &bench{trials: *trials, bulk: *bulk, bulkTrials: *bulkTrials, only: strings.Split(*only, ","), startBFD: *withBFD, audit: *audit, noNodePorts: *noNodePorts}
 	if err := b.run(ctx); err != nil {
 		fmt.Fprintf(os.Stderr, "benchbgp: FAILED: %v\n", err)
 		os.Exit(1)
@@ -115,6 +116,8 @@ type bench struct {
 	bfd      bool // the router and the BGPPeer run BFD
 	startBFD bool // -bfd
 	audit    bool // -audit
+	// noNodePorts: -no-nodeports
+	noNodePorts bool
 }
 
 func (b *bench) run(ctx context.Context) (err error) {
@@ -270,13 +273,18 @@ func (b *bench) startRouter(ctx context.Context, withBFD bool) error {
 // (without waiting for anything).
 func (b *bench) createService(ctx context.Context, namespace, name, ip, pool string) error {
 	ann := map[string]string{"ironlb.io/pool": pool}
+	var nodePorts *bool
+	if b.noNodePorts && namespace == bulkNS {
+		nodePorts = new(bool)
+	}
 	if ip != "" {
 		ann["ironlb.io/loadBalancerIPs"] = ip
 	}
 	_, err := b.env.Cluster.Client.CoreV1().Services(namespace).Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Annotations: ann},
 		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Selector: map[string]string{"app": "web"},
-			Ports: []corev1.ServicePort{{Port: 8000, TargetPort: intstr.FromInt32(80), Protocol: corev1.ProtocolTCP}}},
+			Ports:                         []corev1.ServicePort{{Port: 8000, TargetPort: intstr.FromInt32(80), Protocol: corev1.ProtocolTCP}},
+			AllocateLoadBalancerNodePorts: nodePorts},
 	}, metav1.CreateOptions{})
 	return err
 }
