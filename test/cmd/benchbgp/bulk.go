@@ -97,22 +97,34 @@ type bulkTimes struct {
 }
 
 // timeBulk runs write (the step's API writes) while watching the router
-// from its start until the bulk routes are all there (present) or all gone.
+// from its start until the bulk routes are all there (present) or all gone:
+// slowly while the writes run (poller.quiet), every pollEvery after.
 func (b *bench) timeBulk(ctx context.Context, base routerCounts, n int, present bool, write func() error) (bulkTimes, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	t0 := time.Now()
 	watched := make(chan error, 1)
 	var bt bulkTimes
+	writing := make(chan struct{})
+	b.poll.mu.Lock()
+	b.poll.quiet = writing
+	b.poll.mu.Unlock()
+	defer func() {
+		b.poll.mu.Lock()
+		b.poll.quiet = nil
+		b.poll.mu.Unlock()
+	}()
 	go func() {
 		var err error
 		bt, err = b.watchBulk(ctx, t0, base, n, present)
 		watched <- err
 	}()
-	if err := write(); err != nil {
+	err := write()
+	writes := time.Since(t0)
+	close(writing) // full-speed polls from now on
+	if err != nil {
 		return bt, err
 	}
-	writes := time.Since(t0)
 	if err := <-watched; err != nil {
 		return bt, err
 	}
