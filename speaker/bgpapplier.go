@@ -27,8 +27,7 @@ import (
 // (their prefixes, written by the applier at most once a second), not by an
 // object per address: in BGP mode every node advertises every address, and a
 // ServiceAnnouncement per address and node made a burst of n Services cost
-// n x nodes creates (and as many deletes) competing with the Services' own
-// writes in the API server.
+// n x nodes creates (and as many deletes later) and n x nodes objects in etcd.
 func (s *Speaker) planBGP() {
 	objs, _ := s.peers.List(everything)
 	peers := make([]*v1alpha1.BGPPeer, 0, len(objs))

@@ -116,9 +116,10 @@
 // at once; prefixes at most once a second (sessionRefresh), so a burst of n
 // Services costs each session a few writes, not n. BGP mode has no object
 // per address and node: every node advertises every address, and such
-// objects cost a burst n x nodes creates (and deletes) in the API server,
-// ahead of the Services' own writes; a speaker of this version deletes the
-// ones older speakers left.
+// objects cost a burst of n Services n x nodes creates (and as many deletes
+// later), trickling out for minutes at the client's rate, and n x nodes
+// objects in etcd; a speaker of this version deletes the ones older speakers
+// left.
 //
 //	$ kubectl get bgps -o wide
 //	NAME           NODE    PEER     ADDRESS     STATE         BFD   PREFIXES   SINCE   MESSAGE   ADVERTISED

@@ -537,8 +537,7 @@ func (s *Speaker) handleConflict(c l2.Conflict) {
 // addressEvent records a BGP Event of ip (Advertising, Withdrawn) on the
 // Services using it, within the speaker's budget for them
 // (Config.AddressEventQPS): a burst of n Services changes n addresses on
-// every node, and an Event per address and node would compete with the
-// Services' own writes. Beyond the budget the Event is skipped and counted
+// every node, and an Event per address and node is n x nodes writes. Beyond the budget the Event is skipped and counted
 // (ironlb_speaker_address_events_skipped_total); the node's BGPSessions still
 // list what it advertises.
 func (s *Speaker) addressEvent(ip netip.Addr, typ, reason, format string, args ...any) {
