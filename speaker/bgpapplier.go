@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/klog/v2"
 
 	"github.com/ironlb/ironlb/api/v1alpha1"
@@ -21,12 +22,12 @@ import (
 )
 
 // planBGP (event loop) computes the node's BGP desired state, hands it to the
-// applier, and updates the BGP ServiceAnnouncements and Events for the
-// addresses whose advertisement started, stopped or changed. Only those
-// addresses, and those whose Services or pool changed, touch their status:
-// encoding and comparing every advertised address's status on every batch
-// made a burst of n Services cost O(n²) (tens of CPU seconds per speaker for
-// 1,000 Services).
+// applier, and records Events for the addresses whose advertisement started,
+// stopped or changed. What the node advertises is shown by its BGPSessions
+// (their prefixes, written by the applier at most once a second), not by an
+// object per address: in BGP mode every node advertises every address, and a
+// ServiceAnnouncement per address and node made a burst of n Services cost
+// n x nodes creates (and as many deletes later) and n x nodes objects in etcd.
 func (s *Speaker) planBGP() {
 	objs, _ := s.peers.List(everything)
 	peers := make([]*v1alpha1.BGPPeer, 0, len(objs))
@@ -55,25 +56,16 @@ func (s *Speaker) planBGP() {
 
 	for ip, pp := range plan.paths {
 		old, had := s.ls.paths[ip]
-		changed := !had || old.prefix != pp.prefix || !slices.Equal(old.peers, pp.peers)
-		if changed {
-			s.eventAddress(ip, corev1.EventTypeNormal, "Advertising", "advertising %s from %s by BGP to %s", pp.prefix, s.self, peerList(pp.peers))
-		} else if !s.ls.bgpStale[ip] {
-			continue
+		if !had || old.prefix != pp.prefix || !slices.Equal(old.peers, pp.peers) {
+			s.addressEvent(ip, corev1.EventTypeNormal, "Advertising", "advertising %s from %s by BGP to %s", pp.prefix, s.self, peerList(pp.peers))
 		}
-		s.announcements.set(announcementName(v1alpha1.AnnouncementBGP, dashed(ip), s.self), &v1alpha1.ServiceAnnouncementStatus{
-			Address: ip.String(), Mode: v1alpha1.AnnouncementBGP, Node: s.self, Pool: s.ls.vipPool[ip],
-			Services: s.ls.vipSvcs[ip], Prefix: pp.prefix.String(), Peers: addrStrings(pp.peers), Since: metav1.Now(),
-		})
 	}
 	for ip, old := range s.ls.paths {
 		if _, ok := plan.paths[ip]; !ok {
-			s.eventAddress(ip, corev1.EventTypeNormal, "Withdrawn", "withdrew %s from %s (BGP)", old.prefix, s.self)
-			s.announcements.set(announcementName(v1alpha1.AnnouncementBGP, dashed(ip), s.self), nil)
+			s.addressEvent(ip, corev1.EventTypeNormal, "Withdrawn", "withdrew %s from %s (BGP)", old.prefix, s.self)
 		}
 	}
 	s.ls.paths = plan.paths
-	clear(s.ls.bgpStale)
 	for name, why := range plan.refused {
 		if s.ls.refused[name] == why {
 			continue
@@ -309,29 +301,17 @@ func (a *bgpApplier) event(e bgp.Event) {
 // writeSessions sets the desired BGPSession of every session of the plan
 // (state from the Manager) and of every refused BGPPeer, and drops the rest.
 func (a *bgpApplier) writeSessions(ctx context.Context, p *bgpPlan) {
-	want := map[string]*v1alpha1.BGPSessionStatus{}
+	var sts []bgp.PeerStatus
 	if a.mgr != nil {
 		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		sts, err := a.mgr.Status(sctx)
+		var err error
+		sts, err = a.mgr.Status(sctx)
 		cancel()
 		if err != nil && !apierrors.IsNotFound(err) {
 			klog.V(2).InfoS("Reading BGP status", "err", err)
 		}
-		for _, st := range sts {
-			name, ok := p.peerNames[st.Address]
-			if !ok {
-				continue
-			}
-			bs := &v1alpha1.BGPSessionStatus{
-				Node: a.s.self, Peer: name, PeerAddress: st.Address.String(), State: st.State.String(),
-				PrefixesAdvertised: int32(min(st.PrefixesAdvertised, 1<<31-1)), Since: metav1.NewTime(st.Since),
-			}
-			if st.BFD != nil {
-				bs.BFD = st.BFD.String()
-			}
-			want[sessionName(a.s.self, name)] = bs
-		}
 	}
+	want := sessionStatuses(a.s.self, sts, p)
 	for name, why := range p.refused {
 		r, ok := a.refusedSince[name]
 		if !ok || r.why != why {
@@ -357,4 +337,63 @@ func (a *bgpApplier) writeSessions(ctx context.Context, p *bgpPlan) {
 			delete(a.written, name)
 		}
 	}
+}
+
+// sessionStatuses is the BGPSession status of every session of plan p that
+// the Manager reports in sts, by object name: its state, BFD state, count of
+// prefixes carried, and the prefixes the plan advertises on it.
+func sessionStatuses(node string, sts []bgp.PeerStatus, p *bgpPlan) map[string]*v1alpha1.BGPSessionStatus {
+	want := map[string]*v1alpha1.BGPSessionStatus{}
+	prefixes := sessionPrefixes(p.paths)
+	for _, st := range sts {
+		name, ok := p.peerNames[st.Address]
+		if !ok {
+			continue
+		}
+		bs := &v1alpha1.BGPSessionStatus{
+			Node: node, Peer: name, PeerAddress: st.Address.String(), State: st.State.String(),
+			PrefixesAdvertised: int32(min(st.PrefixesAdvertised, 1<<31-1)), Since: metav1.NewTime(st.Since),
+			Prefixes: prefixes[st.Address],
+		}
+		if st.BFD != nil {
+			bs.BFD = st.BFD.String()
+		}
+		if len(bs.Prefixes) > v1alpha1.MaxSessionPrefixes {
+			bs.Prefixes, bs.PrefixesTruncated = bs.Prefixes[:v1alpha1.MaxSessionPrefixes], true
+		}
+		want[sessionName(node, name)] = bs
+	}
+	return want
+}
+
+// sessionPrefixes lists, per session, the prefixes the plan advertises on it,
+// in address order without repeats (addresses aggregated into one prefix list
+// it once). O(A log A) for A addresses; the applier calls it at most once per
+// sessionRefresh while only the paths change.
+func sessionPrefixes(paths map[netip.Addr]pathPlan) map[netip.Addr][]string {
+	by := map[netip.Addr]sets.Set[netip.Prefix]{}
+	for _, pp := range paths {
+		for _, peer := range pp.peers {
+			if by[peer] == nil {
+				by[peer] = sets.New[netip.Prefix]()
+			}
+			by[peer].Insert(pp.prefix)
+		}
+	}
+	out := make(map[netip.Addr][]string, len(by))
+	for peer, set := range by {
+		ps := set.UnsortedList()
+		slices.SortFunc(ps, func(a, b netip.Prefix) int {
+			if c := a.Addr().Compare(b.Addr()); c != 0 {
+				return c
+			}
+			return a.Bits() - b.Bits()
+		})
+		strs := make([]string, len(ps))
+		for i, p := range ps {
+			strs[i] = p.String()
+		}
+		out[peer] = strs
+	}
+	return out
 }

@@ -4,9 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"slices"
+	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -20,73 +21,93 @@ func bgpPoolObject(t testing.TB, name string, addresses v1alpha1.AddressRange) *
 			Advertise: &v1alpha1.AdvertiseSpec{BGP: &v1alpha1.BGPAdvertisement{}}}}, v1alpha1.IPPoolKind)
 }
 
-// bgpAnnouncement returns the desired status of ip's BGP ServiceAnnouncement
-// on node1, nil if none.
-func (h *loopHarness) bgpAnnouncement(ip string) map[string]any {
-	h.s.announcements.mu.Lock()
-	defer h.s.announcements.mu.Unlock()
-	return h.s.announcements.desired[announcementName(v1alpha1.AnnouncementBGP, dashed(netip.MustParseAddr(ip)), "node1")]
+// bgpObjects are n LoadBalancer Services with one address each from pool
+// bgp (198.18.100.0/22) and a ready endpoint on node1, with node1.
+func bgpObjects(n int) []runtime.Object {
+	objs := []runtime.Object{node("node1", "192.0.2.11", nil)}
+	for k := range n {
+		name := fmt.Sprintf("s%d", k)
+		objs = append(objs, lbServiceWith(name, "bgp", fmt.Sprintf("198.18.%d.%d", 100+k/250, k%250+1)), endpointSlice("ns", name, "node1"))
+	}
+	return objs
 }
 
-// The BGP ServiceAnnouncement of an address follows what is advertised and
-// the Services using it, also when only the Services change (a second
-// Service sharing the address), while the plan's paths stay the same.
-func TestLoopBGPAnnouncements(t *testing.T) {
-	h := newLoopHarness(t, []runtime.Object{
-		node("node1", "192.0.2.11", nil),
-		lbServiceWith("a", "bgp", "203.0.113.10"), endpointSlice("ns", "a", "node1"),
-	}, bgpPoolObject(t, "bgp", "203.0.113.0/24"), unstructuredOf(t, bgpPeer("router", "192.0.2.1", nil, nil), v1alpha1.BGPPeerKind))
+// A burst of addresses to advertise costs the API server no object per
+// address: BGP mode writes no ServiceAnnouncements (the BGPSessions list the
+// prefixes), and the per-address Events stay within the speaker's budget
+// (the rest are counted as skipped). Before, every address cost one
+// ServiceAnnouncement create and one Event per node.
+func TestLoopBGPBurstWritesBounded(t *testing.T) {
+	const n = 500
+	h := newLoopHarness(t, bgpObjects(n), bgpPoolObject(t, "bgp", "198.18.100.0/22"),
+		unstructuredOf(t, bgpPeer("router", "192.0.2.1", nil, nil), v1alpha1.BGPPeerKind))
 	h.settle("node1")
-	services := func() []string {
-		st := h.bgpAnnouncement("203.0.113.10")
-		if st == nil {
-			return nil
+	if got := len(h.s.ls.paths); got != n {
+		t.Fatalf("%d addresses advertised, want %d", got, n)
+	}
+	h.s.announcements.mu.Lock()
+	objects := len(h.s.announcements.desired)
+	h.s.announcements.mu.Unlock()
+	if objects != 0 {
+		t.Errorf("%d ServiceAnnouncements to write for %d BGP addresses, want none", objects, n)
+	}
+	recorded := 0
+	for len(h.events.Events) > 0 {
+		if e := <-h.events.Events; strings.Contains(e, "Advertising") {
+			recorded++
+			if !strings.Contains(e, "/32 from node1 by BGP to 192.0.2.1") {
+				t.Errorf("Event %q", e)
+			}
 		}
-		s, _, _ := unstructured.NestedStringSlice(st, "services")
-		return s
 	}
-	if got := services(); !slices.Equal(got, []string{"ns/a"}) {
-		t.Fatalf("announcement of 203.0.113.10: Services %v, want [ns/a]", got)
+	skipped := testutil.ToFloat64(h.s.metrics.eventsSkipped.WithLabelValues("Advertising"))
+	// The budget: a burst of 10 x DefaultAddressEventQPS, refilled at
+	// DefaultAddressEventQPS a second for as long as the test ran (well under
+	// the 10 s the bound allows).
+	if limit := 10*DefaultAddressEventQPS + 10*DefaultAddressEventQPS; recorded > limit || recorded == 0 {
+		t.Errorf("%d Advertising Events for %d addresses, want 1..%d", recorded, n, limit)
 	}
-	if st := h.bgpAnnouncement("203.0.113.10"); st["prefix"] != "203.0.113.10/32" || fmt.Sprint(st["peers"]) != "[192.0.2.1]" {
-		t.Errorf("announcement %v", st)
+	if recorded+int(skipped) != n {
+		t.Errorf("%d Events recorded + %v skipped, want %d in all", recorded, skipped, n)
 	}
-	ctx := context.Background()
-	if _, err := h.client.CoreV1().Services("ns").Create(ctx, lbServiceWith("b", "bgp", "203.0.113.10"), metav1.CreateOptions{}); err != nil {
+}
+
+// A Service being deleted is withdrawn as soon as its deletionTimestamp is
+// set, not when the controller has removed its finalizer (the object is gone):
+// the update that sets the timestamp changes nothing else.
+func TestLoopBGPWithdrawsOnDeletionTimestamp(t *testing.T) {
+	svc := lbServiceWith("a", "bgp", "203.0.113.10")
+	svc.Finalizers = []string{"service.kubernetes.io/load-balancer-cleanup"}
+	h := newLoopHarness(t, []runtime.Object{node("node1", "192.0.2.11", nil), svc, endpointSlice("ns", "a", "node1")},
+		bgpPoolObject(t, "bgp", "203.0.113.0/24"), unstructuredOf(t, bgpPeer("router", "192.0.2.1", nil, nil), v1alpha1.BGPPeerKind))
+	h.settle("node1")
+	ip := netip.MustParseAddr("203.0.113.10")
+	if _, ok := h.s.ls.paths[ip]; !ok {
+		t.Fatal("203.0.113.10 not advertised; the test proves nothing")
+	}
+	deleting := svc.DeepCopy()
+	now := metav1.Now()
+	deleting.DeletionTimestamp = &now
+	if _, err := h.client.CoreV1().Services("ns").Update(context.Background(), deleting, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.client.DiscoveryV1().EndpointSlices("ns").Create(ctx, endpointSlice("ns", "b", "node1"), metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	h.waitFor("the sharing Service in the announcement", func() bool { return slices.Equal(services(), []string{"ns/a", "ns/b"}) })
-	if err := h.client.CoreV1().Services("ns").Delete(ctx, "a", metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	h.waitFor("the deleted Service out of the announcement", func() bool { return slices.Equal(services(), []string{"ns/b"}) })
-	if err := h.client.CoreV1().Services("ns").Delete(ctx, "b", metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	h.waitFor("the announcement gone with the last Service", func() bool { return h.bgpAnnouncement("203.0.113.10") == nil })
+	h.waitFor("203.0.113.10 withdrawn once its Service is being deleted", func() bool {
+		_, ok := h.s.ls.paths[ip]
+		return !ok
+	})
 }
 
 // BenchmarkLoopBGPBatch is the speaker's cost of one batch that changed one
 // of 1,000 advertised addresses (a Service's endpoints or status changed):
 // what a burst of Services pays per Service.
 func BenchmarkLoopBGPBatch(b *testing.B) {
-	objs := []runtime.Object{node("node1", "192.0.2.11", nil)}
-	for k := range 1000 {
-		name := fmt.Sprintf("s%d", k)
-		objs = append(objs, lbServiceWith(name, "bgp", fmt.Sprintf("198.18.%d.%d", 100+k/250, k%250+1)), endpointSlice("ns", name, "node1"))
-	}
-	h := newLoopHarness(b, objs, bgpPoolObject(b, "bgp", "198.18.100.0/22"), unstructuredOf(b, bgpPeer("router", "192.0.2.1", nil, nil), v1alpha1.BGPPeerKind))
+	h := newLoopHarness(b, bgpObjects(1000), bgpPoolObject(b, "bgp", "198.18.100.0/22"), unstructuredOf(b, bgpPeer("router", "192.0.2.1", nil, nil), v1alpha1.BGPPeerKind))
 	h.settle("node1")
 	if n := len(h.s.ls.paths); n != 1000 {
 		b.Fatalf("%d addresses advertised, want 1000", n)
 	}
-	ip := netip.MustParseAddr("198.18.101.7")
 	b.ResetTimer()
 	for b.Loop() {
-		h.s.ls.bgpStale[ip] = true
 		h.s.planBGP()
 	}
 }

@@ -48,7 +48,9 @@
 //     controller releases addresses): recreate the pool and it is announced again.
 //   - An address without a pool in the attribution annotation is not announced
 //     (Event NotAnnounced); the controller writes it with the address.
-//   - A Service being deleted (deletionTimestamp set) is no longer announced.
+//   - A Service being deleted (deletionTimestamp set) is no longer announced:
+//     the update that sets the timestamp withdraws it, before the controller
+//     removes its finalizer.
 //   - No ready endpoint anywhere: not announced, for Cluster and Local alike
 //     (package election).
 //   - A BGPPeer that cannot be opened on this node (password Secret missing or
@@ -105,23 +107,36 @@
 //
 // # What kubectl shows
 //
-// ServiceAnnouncement (cluster-scoped, short name svcann): one object per
-// address and announcing node and mode, written by that node only when it starts,
-// changes or stops announcing (no write in steady state):
+// ServiceAnnouncement (cluster-scoped, short name svcann), layer 2 only: one
+// object per address, written by the owner only when it starts, changes or
+// stops answering (no write in steady state):
 //
 //	$ kubectl get svcann
 //	NAME                   SERVICES          ADDRESS       NODE    INTERFACES   MODE   SINCE
 //	l2.192-0-2-200.node2   ["default/web"]   192.0.2.200   node2   ["lan0"]     L2     3m
-//	bgp.203-0-113-10.node1 ["default/api"]   203.0.113.10  node1                BGP    1m
 //
 // BGPSession (short name bgps): per node and BGPPeer, the session state, BFD
-// state and prefixes advertised, rewritten when one of them changes.
+// state, the number of prefixes the session carries and the prefixes the
+// node advertises on it (status.prefixes, -o wide). A state change is written
+// at once; prefixes at most once a second (sessionRefresh), so a burst of n
+// Services costs each session a few writes, not n. BGP mode has no object
+// per address and node: every node advertises every address, and such
+// objects cost a burst of n Services n x nodes creates (and as many deletes
+// later), trickling out for minutes at the client's rate, and n x nodes
+// objects in etcd; a speaker of this version deletes the ones older speakers
+// left.
+//
+//	$ kubectl get bgps -o wide
+//	NAME           NODE    PEER     ADDRESS     STATE         BFD   PREFIXES   SINCE   MESSAGE   ADVERTISED
+//	node1.router   node1   router   192.0.2.1   Established   Up    2          5m                ["203.0.113.10/32","203.0.113.11/32"]
 //
 // Events on Services: Announcing ("announcing 192.0.2.200 from node1 on lan0
 // (ARP)"), NotAnnounced, AnnounceFailed (owned but no interface can answer),
 // L2Conflict, Advertising ("advertising 203.0.113.10/32 from node1 by BGP to
-// 192.0.2.1"), Withdrawn. On BGPPeers: SessionUp, SessionDown, BFDUp, BFDDown,
-// PeerNotConfigured.
+// 192.0.2.1"), Withdrawn. Advertising and Withdrawn are per address and node:
+// Config.AddressEventQPS (--address-event-qps, 5/s, bursts of 50) bounds them,
+// the rest of a burst is counted in ironlb_speaker_address_events_skipped_total.
+// On BGPPeers: SessionUp, SessionDown, BFDUp, BFDDown, PeerNotConfigured.
 //
 // # Metrics
 //
@@ -131,9 +146,9 @@
 // Config.Registerer: ironlb_speaker_ownership_moves_total{change},
 // ironlb_speaker_bgp_addresses, ironlb_speaker_l2_conflicts_handled_total{action},
 // ironlb_speaker_status_writes_total{resource,op,result},
-// ironlb_speaker_inputs_total{kind} and ironlb_speaker_bgp_applies_total{result};
-// with Config.Handover, ironlb_l2_handover_forwards and
-// ironlb_l2_handover_started_total.
+// ironlb_speaker_inputs_total{kind}, ironlb_speaker_bgp_applies_total{result}
+// and ironlb_speaker_address_events_skipped_total{reason}; with Config.Handover,
+// ironlb_l2_handover_forwards and ironlb_l2_handover_started_total.
 //
 // # Costs
 //
@@ -142,6 +157,9 @@
 // the speaker does not serve; O(addresses of the Service + its endpoints) to
 // rebuild its view, then the election's incremental cost. The BGP desired state
 // is rebuilt in O(P + A log A) per batch that changed it (bgp.Manager.Apply takes
-// the whole state and diffs it). API writes: one per change of what a node
-// announces, none while nothing changes.
+// the whole state and diffs it). API writes, none while nothing changes: L2,
+// one per change of what the owner answers for (and its Event); BGP, per
+// session a write per state change and at most one a second while its
+// prefixes change (O(A) bytes each), plus per-address Events within
+// Config.AddressEventQPS.
 package speaker

@@ -45,7 +45,6 @@ type loopState struct {
 	placed      map[netip.Addr][]string       // layer 2: interfaces answering, per owned address
 	advertised  map[netip.Addr]bool           // BGP: what the election has this node advertise
 	paths       map[netip.Addr]pathPlan       // BGP: what the last plan advertises
-	bgpStale    map[netip.Addr]bool           // BGP: advertised addresses whose Services or pool changed since
 	refused     map[string]string             // BGPPeers not opened, with why (last reported)
 	unannounced []netip.Addr                  // released by this node with no successor
 	handoffs    map[netip.Addr]netip.Addr     // taken over from a node that left: its address, until forwarded
@@ -60,7 +59,7 @@ func newLoopState() loopState {
 		pools: map[string]poolConfig{}, poolErr: map[string]string{},
 		peerAddrs: map[string]netip.Addr{}, alive: map[string]bool{},
 		owned: map[netip.Addr]bool{}, placed: map[netip.Addr][]string{},
-		advertised: map[netip.Addr]bool{}, paths: map[netip.Addr]pathPlan{}, bgpStale: map[netip.Addr]bool{},
+		advertised: map[netip.Addr]bool{}, paths: map[netip.Addr]pathPlan{},
 		refused: map[string]string{}, handoffs: map[netip.Addr]netip.Addr{},
 	}
 	ls.dirty.bgp = true // one plan once synced, even with nothing to advertise
@@ -259,7 +258,7 @@ func (s *Speaker) syncService(key string) {
 }
 
 // reindexService updates the address -> Services index and refreshes the
-// status of addresses this node announces whose Services changed.
+// status of addresses this node answers for (L2) whose Services changed.
 func (s *Speaker) reindexService(key string, addrs []election.Address) {
 	old := s.ls.svcAddrs[key]
 	touched := map[netip.Addr]bool{}
@@ -285,6 +284,7 @@ func (s *Speaker) reindexService(key string, addrs []election.Address) {
 			s.ls.vipPool[a.IP] = a.Pool
 			touched[a.IP] = true
 			s.ls.dirty.l2 = s.ls.dirty.l2 || s.ls.owned[a.IP]
+			s.ls.dirty.bgp = s.ls.dirty.bgp || s.ls.advertised[a.IP] // the path follows its pool
 		}
 	}
 	if len(addrs) == 0 {
@@ -295,10 +295,6 @@ func (s *Speaker) reindexService(key string, addrs []election.Address) {
 	for ip := range touched {
 		if ifs, ok := s.ls.placed[ip]; ok {
 			s.setL2Status(ip, ifs)
-		}
-		if s.ls.advertised[ip] {
-			s.ls.dirty.bgp = true
-			s.ls.bgpStale[ip] = true
 		}
 	}
 }
@@ -542,6 +538,23 @@ func (s *Speaker) handleConflict(c l2.Conflict) {
 	}
 	s.metrics.conflicts.WithLabelValues("yielded").Inc()
 	klog.InfoS("Another node claims an address this node is releasing", "ip", c.VIP, "interface", c.Interface, "theirMAC", c.TheirMAC, "owner", o, "leaving", s.leaving.Load())
+}
+
+// addressEvent records a BGP Event of ip (Advertising, Withdrawn) on the
+// Services using it, within the speaker's budget for them
+// (Config.AddressEventQPS): a burst of n Services changes n addresses on
+// every node, and an Event per address and node is n x nodes writes. Beyond the budget the Event is skipped and counted
+// (ironlb_speaker_address_events_skipped_total); the node's BGPSessions still
+// list what it advertises.
+func (s *Speaker) addressEvent(ip netip.Addr, typ, reason, format string, args ...any) {
+	if len(s.ls.vipSvcs[ip]) == 0 {
+		return
+	}
+	if !s.eventBudget.TryAccept() {
+		s.metrics.eventsSkipped.WithLabelValues(reason).Inc()
+		return
+	}
+	s.eventAddress(ip, typ, reason, format, args...)
 }
 
 // eventAddress records an Event on every Service using ip.

@@ -15,6 +15,8 @@ type metrics struct {
 	statusWrites *prometheus.CounterVec
 	events       *prometheus.CounterVec
 	bgpApplies   *prometheus.CounterVec
+	// eventsSkipped counts per-address BGP Events beyond the budget.
+	eventsSkipped *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -43,12 +45,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "ironlb_speaker_bgp_applies_total",
 			Help: "BGP desired-state applications, by result.",
 		}, []string{"result"}),
+		eventsSkipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ironlb_speaker_address_events_skipped_total",
+			Help: "Per-address BGP Events (Advertising, Withdrawn) not recorded because a burst exceeded the speaker's Event budget (--address-event-qps), by reason.",
+		}, []string{"reason"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	var errs []error
-	for _, c := range []prometheus.Collector{m.moves, m.vipsAdvert, m.conflicts, m.statusWrites, m.events, m.bgpApplies} {
+	for _, c := range []prometheus.Collector{m.moves, m.vipsAdvert, m.conflicts, m.statusWrites, m.events, m.bgpApplies, m.eventsSkipped} {
 		errs = append(errs, reg.Register(c))
 	}
 	return m, errors.Join(errs...)

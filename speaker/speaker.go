@@ -26,6 +26,7 @@ import (
 	listerscorev1 "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/flowcontrol"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
@@ -48,6 +49,9 @@ const (
 	DefaultLeaveGrace = time.Second
 	// DefaultNamespace is the speakers' namespace when Config.Namespace is empty.
 	DefaultNamespace = "ironlb-system"
+	// DefaultAddressEventQPS is Config.AddressEventQPS's default: 5 per-address
+	// BGP Events a second per speaker, bursts of 10 times that.
+	DefaultAddressEventQPS = 5
 )
 
 // Config configures a Speaker.
@@ -78,6 +82,11 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Settle and LeaveGrace override DefaultSettle and DefaultLeaveGrace.
 	Settle, LeaveGrace time.Duration
+	// AddressEventQPS is how many per-address BGP Events (Advertising,
+	// Withdrawn on the Services) the speaker records a second at most, with
+	// bursts of 10 times that; beyond it they are skipped and counted. Zero
+	// means DefaultAddressEventQPS; negative records none.
+	AddressEventQPS float32
 	// L2 tunes the ARP/NDP announcer (gratuitous bursts, refresh); its
 	// Registerer and callbacks are set by the speaker.
 	L2 l2.Config
@@ -118,6 +127,8 @@ type Speaker struct {
 
 	recorder    record.EventRecorder
 	broadcaster record.EventBroadcaster
+	// eventBudget bounds the per-address BGP Events (addressEvent).
+	eventBudget flowcontrol.RateLimiter
 
 	queue workqueue.TypedInterface[item]
 	mail  mailboxes
@@ -202,6 +213,9 @@ func New(cfg Config) (*Speaker, error) {
 	if cfg.LeaveGrace == 0 {
 		cfg.LeaveGrace = DefaultLeaveGrace
 	}
+	if cfg.AddressEventQPS == 0 {
+		cfg.AddressEventQPS = DefaultAddressEventQPS
+	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("speaker: registering metrics: %w", err)
@@ -214,8 +228,12 @@ func New(cfg Config) (*Speaker, error) {
 			placements: map[netip.Addr]l2.Placement{},
 			conflicts:  map[netip.Addr]l2.Conflict{},
 		},
-		e:  election.New(cfg.NodeName),
-		ls: newLoopState(),
+		e:           election.New(cfg.NodeName),
+		ls:          newLoopState(),
+		eventBudget: flowcontrol.NewFakeNeverRateLimiter(),
+	}
+	if cfg.AddressEventQPS > 0 {
+		s.eventBudget = flowcontrol.NewTokenBucketRateLimiter(cfg.AddressEventQPS, int(10*cfg.AddressEventQPS+0.5))
 	}
 	s.bgp = newBGPApplier(s)
 	if err := s.setupInformers(); err != nil {
@@ -382,7 +400,11 @@ func serviceChanged(old, cur any) bool {
 	if !ok1 || !ok2 {
 		return true
 	}
-	return o.Spec.Type != c.Spec.Type ||
+	// The deletion timestamp is the first sign of a delete when a finalizer
+	// (the controller's load-balancer-cleanup) keeps the object: the address
+	// is withdrawn then, not once the controller has processed the delete.
+	return (o.DeletionTimestamp == nil) != (c.DeletionTimestamp == nil) ||
+		o.Spec.Type != c.Spec.Type ||
 		!ptrEqual(o.Spec.LoadBalancerClass, c.Spec.LoadBalancerClass) ||
 		o.Spec.ExternalTrafficPolicy != c.Spec.ExternalTrafficPolicy ||
 		o.Annotations[allocator.AnnotationAllocatedFromPool] != c.Annotations[allocator.AnnotationAllocatedFromPool] ||

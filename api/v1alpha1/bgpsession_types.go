@@ -24,9 +24,22 @@ type BGPSessionStatus struct {
 	// +kubebuilder:validation:MaxLength=16
 	// +optional
 	BFD string `json:"bfd,omitempty"`
-	// PrefixesAdvertised is how many prefixes the session carries.
+	// PrefixesAdvertised is how many prefixes the session carries now (0
+	// unless Established).
 	// +optional
 	PrefixesAdvertised int32 `json:"prefixesAdvertised"`
+	// Prefixes are the prefixes the speaker advertises on this session (its
+	// desired state, in address order; the session carries them while
+	// Established): which LoadBalancer addresses this node advertises to this
+	// peer. Beyond 10,000 only the first 10,000 are listed (PrefixesTruncated).
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=10000
+	// +kubebuilder:validation:items:MaxLength=49
+	// +optional
+	Prefixes []string `json:"prefixes,omitempty"`
+	// PrefixesTruncated says Prefixes lists only the first 10,000.
+	// +optional
+	PrefixesTruncated bool `json:"prefixesTruncated,omitempty"`
 	// Since is when the session entered State.
 	// +optional
 	Since metav1.Time `json:"since,omitempty"`
@@ -37,14 +50,22 @@ type BGPSessionStatus struct {
 	Message string `json:"message,omitempty"`
 }
 
-// BGPSession is one node's BGP session with one BGPPeer, as its speaker sees it.
-// The speaker writes it when the session state, the BFD state or the number of
-// advertised prefixes changes, and deletes it when the peer no longer applies
-// to the node; a speaker that died has its sessions removed by another speaker.
-// Names are "<node>.<bgppeer>".
+// MaxSessionPrefixes is how many prefixes a BGPSession lists at most.
+const MaxSessionPrefixes = 10000
+
+// BGPSession is one node's BGP session with one BGPPeer, as its speaker sees it:
+// the session and BFD state and the prefixes advertised. In BGP mode it is the
+// record of what a node advertises (there is no ServiceAnnouncement per
+// address and node). Its speaker writes a change of the session or BFD state
+// at once, and a change of the prefixes at most once a second
+// (a burst of Services costs a few writes per session, not one per address),
+// and deletes it when the peer no longer applies to the node; a speaker that
+// died has its sessions removed by another speaker. Names are
+// "<node>.<bgppeer>".
 //
 //	kubectl get bgpsessions
 //	kubectl get bgps --field-selector status.node=node1
+//	kubectl get bgps -o custom-columns=NODE:.status.node,PEER:.status.peer,PREFIXES:.status.prefixes
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:resource:scope=Cluster,shortName=bgps,categories=ironlb
@@ -57,6 +78,7 @@ type BGPSessionStatus struct {
 // +kubebuilder:printcolumn:name="Prefixes",type=integer,JSONPath=".status.prefixesAdvertised"
 // +kubebuilder:printcolumn:name="Since",type=date,JSONPath=".status.since"
 // +kubebuilder:printcolumn:name="Message",type=string,JSONPath=".status.message",priority=1
+// +kubebuilder:printcolumn:name="Advertised",type=string,JSONPath=".status.prefixes",priority=1
 type BGPSession struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

@@ -55,9 +55,13 @@ type ServiceAnnouncementStatus struct {
 	Since metav1.Time `json:"since,omitempty"`
 }
 
-// ServiceAnnouncement records that one node announces one LoadBalancer address:
-// by L2 (exactly one node per address: the elected owner) or by BGP (every
-// eligible node). The announcing speaker creates it when it starts, updates it
+// ServiceAnnouncement records that one node announces one LoadBalancer address
+// by L2 (exactly one node per address: the elected owner). In BGP mode every
+// eligible node advertises every address, so per-address objects would cost
+// addresses x nodes objects and writes; the node's BGPSessions list its
+// prefixes instead (Mode BGP is kept for objects written by older speakers,
+// which a speaker of this version deletes). The announcing speaker creates it
+// when it starts, updates it
 // when where or how it announces changes, and deletes it when it stops; it
 // writes nothing while nothing changes. Objects of a speaker that died are
 // removed by another speaker. Names are "<mode>.<address>.<node>" with the

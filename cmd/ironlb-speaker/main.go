@@ -9,7 +9,7 @@
 // (iptables: package proxy programs ClusterIPs, NodePorts and VIPs in place of
 // kube-proxy; with --cluster-cidr), --metrics-addr, --cleanup, --namespace (default
 // $POD_NAMESPACE), --lb-class, --l2-handover-window (package speaker/handover),
-// --kubeconfig, -v.
+// --address-event-qps, --kubeconfig, -v.
 //
 // SIGTERM hands the addresses over (leave, grace period) before exiting; a
 // second signal exits at once.
@@ -56,6 +56,7 @@ type options struct {
 	kubeconfig     string
 	clusterCIDRs   []string
 	handover       time.Duration
+	eventQPS       float32
 }
 
 func main() {
@@ -80,6 +81,7 @@ func main() {
 	fs.StringVar(&o.lbClass, "lb-class", speaker.DefaultLoadBalancerClass, "spec.loadBalancerClass served besides unset")
 	fs.DurationVar(&o.handover, "l2-handover-window", handover.DefaultWindow, "after taking an L2 address over from a speaker that left (a planned restart), forward for this long the TCP connections this node does not know to the old node, whose kernel still carries them; 0 disables")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; empty: in-cluster configuration")
+	fs.Float32Var(&o.eventQPS, "address-event-qps", speaker.DefaultAddressEventQPS, "per-address BGP Events (Advertising, Withdrawn) recorded per second at most, bursts of 10 times that; beyond it they are skipped and counted (BGPSessions list the prefixes); 0: none")
 	klogFlags := goflag.NewFlagSet("klog", goflag.ExitOnError)
 	klog.InitFlags(klogFlags)
 	fs.AddGoFlagSet(klogFlags)
@@ -100,6 +102,14 @@ func main() {
 	if err != nil {
 		os.Exit(1)
 	}
+}
+
+// addressEventQPS maps the flag's 0 (none) to Config's negative.
+func addressEventQPS(flag float32) float32 {
+	if flag <= 0 {
+		return -1
+	}
+	return flag
 }
 
 func envOr(key, def string) string {
@@ -185,6 +195,7 @@ func run(ctx context.Context, o options) error {
 		NodeName: o.nodeName, NodeIP: nodeIP, Namespace: o.namespace,
 		MemberlistPort: o.memberlistPort, MemberlistKey: key, LoadBalancerClass: o.lbClass,
 		Client: client, Dynamic: dyn, Registerer: reg, Proxy: px, Handover: hf,
+		AddressEventQPS: addressEventQPS(o.eventQPS),
 	})
 	if err != nil {
 		return err

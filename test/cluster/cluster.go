@@ -61,6 +61,11 @@ type Config struct {
 	// Log receives the processes' output, each line prefixed with the process
 	// name; it is also kept in Dir/etcd.log and Dir/kube-apiserver.log.
 	Log io.Writer
+	// Audit makes the API server log every request's metadata (user, user
+	// agent, verb, resource; no bodies) to Cluster.AuditLog, batched, for
+	// benchmarks that count requests by client. It costs the API server a
+	// JSON line per request.
+	Audit bool
 }
 
 // Cluster is a running control plane.
@@ -71,6 +76,8 @@ type Cluster struct {
 	CAData []byte
 	// EtcdURL is etcd's client URL, reachable in the cluster's network namespace.
 	EtcdURL string
+	// AuditLog is the API server's audit log (JSON lines) when Config.Audit.
+	AuditLog string
 
 	AdminKubeconfig string // client cert in system:masters
 	AdminConfig     *rest.Config
@@ -221,7 +228,7 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 		return nil, fmt.Errorf("etcd: %w", err)
 	}
 
-	apiserver, err := c.spawn("kube-apiserver", []string{cfg.Binaries.APIServer,
+	apiArgs := []string{cfg.Binaries.APIServer,
 		"--etcd-servers=" + c.EtcdURL,
 		"--bind-address=" + cfg.ListenAddress.String(),
 		"--secure-port=" + strconv.Itoa(cfg.Port),
@@ -240,7 +247,16 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 		"--profiling=false",
 		"--endpoint-reconciler-type=" + endpointReconciler(cfg.AdvertiseAddress),
 		"--v=0",
-	})
+	}
+	if cfg.Audit {
+		c.AuditLog = f("audit.log")
+		if err := os.WriteFile(f("audit-policy.yaml"), []byte(auditPolicy), 0o644); err != nil {
+			return nil, err
+		}
+		apiArgs = append(apiArgs, "--audit-policy-file="+f("audit-policy.yaml"), "--audit-log-path="+c.AuditLog,
+			"--audit-log-format=json", "--audit-log-mode=batch", "--audit-log-batch-max-wait=1s", "--audit-log-maxsize=0")
+	}
+	apiserver, err := c.spawn("kube-apiserver", apiArgs)
 	if err != nil {
 		return nil, err
 	}
@@ -284,6 +300,15 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	}
 	return c, nil
 }
+
+// auditPolicy logs each request once, when its response is complete, without
+// bodies.
+const auditPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+- level: Metadata
+`
 
 // endpointReconciler keeps the default lease reconciler unless the advertised
 // address is loopback, which the Endpoints API refuses.

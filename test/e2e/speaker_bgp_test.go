@@ -153,18 +153,24 @@ func TestSpeakerBGPECMP(t *testing.T) {
 		}
 		return false
 	})
-	anns, err := env.Announcements(t.Context(), vip)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var advertisers []string
-	for _, a := range anns {
-		if a.Mode == "BGP" && a.Prefix == vip+"/32" && slices.Equal(a.Peers, []string{"192.0.2.1"}) {
-			advertisers = append(advertisers, a.Node)
+	// What each node advertises is on its BGPSession (no ServiceAnnouncement
+	// per address and node in BGP mode).
+	eventually(t, "every node's BGPSession lists "+vip+"/32", 10*time.Second, func() bool {
+		ss, err := env.BGPSessions(t.Context())
+		if err != nil {
+			return false
 		}
-	}
-	if slices.Sort(advertisers); !slices.Equal(advertisers, nodeNames()) {
-		t.Errorf("BGP announcements of %s from %v, want every node: %+v", vip, advertisers, anns)
+		var advertisers []string
+		for _, s := range ss {
+			if s.Peer == "router" && slices.Contains(s.Advertised, vip+"/32") {
+				advertisers = append(advertisers, s.Node)
+			}
+		}
+		slices.Sort(advertisers)
+		return slices.Equal(advertisers, nodeNames())
+	})
+	if anns, err := env.Announcements(t.Context(), vip); err != nil || len(anns) != 0 {
+		t.Errorf("ServiceAnnouncements of BGP address %s: %+v (err %v), want none", vip, anns, err)
 	}
 	if msg := waitEvent(t, ns, "ecmp", "Advertising"); !strings.Contains(msg, vip+"/32") {
 		t.Errorf("Event %q", msg)

@@ -38,7 +38,9 @@ type Options struct {
 	// addresses (by default an IPv6 lab has dual-stack Services: ClusterIPs from
 	// 198.19.0.0/16 and 2001:db8:ffff::/112).
 	SingleStack bool
-	Log         io.Writer
+	// Audit logs every API request's metadata (cluster.Config.Audit).
+	Audit bool
+	Log   io.Writer
 }
 
 // Env is a running lab with a control plane.
@@ -54,6 +56,7 @@ type Env struct {
 	pids       []int              // processes started through the Env (besides the control plane)
 	extra      []*cluster.Cluster // further control planes (StartControlPlane)
 	speaker    speakerState       // shared by the speakers and kube-proxies (speaker.go)
+	audit      bool               // Options.Audit
 }
 
 // PIDs are the processes this Env started: the control plane, controllers and
@@ -176,6 +179,7 @@ func Up(ctx context.Context, opts Options) (_ *Env, err error) {
 			e.Down()
 		}
 	}()
+	e.audit = opts.Audit
 	if e.Cluster, err = e.startControlPlane(ctx, "cp", 0, opts.IPv6 && !opts.SingleStack, false); err != nil {
 		return nil, err
 	}
@@ -205,6 +209,7 @@ func (e *Env) startControlPlane(ctx context.Context, dir string, port int, dualS
 		ServiceCIDRv6:    v6Services,
 		Port:             port,
 		Binaries:         e.Bins,
+		Audit:            e.audit && dir == "cp",
 	})
 	if err != nil {
 		return nil, fmt.Errorf("starting the control plane: %w", err)

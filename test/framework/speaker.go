@@ -312,7 +312,8 @@ func (e *Env) Announcements(ctx context.Context, address string) ([]Announcement
 // BGPSession is a BGPSession's status.
 type BGPSession struct {
 	Name, Node, Peer, PeerAddress, State, BFD, Message string
-	Prefixes                                           int64
+	Prefixes                                           int64    // prefixesAdvertised: carried now
+	Advertised                                         []string // prefixes: what the speaker advertises on it
 }
 
 // BGPSessions lists the BGPSessions.
@@ -326,8 +327,9 @@ func (e *Env) BGPSessions(ctx context.Context) ([]BGPSession, error) {
 		st, _, _ := unstructured.NestedMap(u.Object, "status")
 		s := func(k string) string { v, _ := st[k].(string); return v }
 		n, _, _ := unstructured.NestedInt64(st, "prefixesAdvertised")
+		adv, _, _ := unstructured.NestedStringSlice(st, "prefixes")
 		out = append(out, BGPSession{Name: u.GetName(), Node: s("node"), Peer: s("peer"), PeerAddress: s("peerAddress"),
-			State: s("state"), BFD: s("bfd"), Message: s("message"), Prefixes: n})
+			State: s("state"), BFD: s("bfd"), Message: s("message"), Prefixes: n, Advertised: adv})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil

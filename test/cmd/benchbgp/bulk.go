@@ -97,22 +97,34 @@ type bulkTimes struct {
 }
 
 // timeBulk runs write (the step's API writes) while watching the router
-// from its start until the bulk routes are all there (present) or all gone.
+// from its start until the bulk routes are all there (present) or all gone:
+// slowly while the writes run (poller.quiet), every pollEvery after.
 func (b *bench) timeBulk(ctx context.Context, base routerCounts, n int, present bool, write func() error) (bulkTimes, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	t0 := time.Now()
 	watched := make(chan error, 1)
 	var bt bulkTimes
+	writing := make(chan struct{})
+	b.poll.mu.Lock()
+	b.poll.quiet = writing
+	b.poll.mu.Unlock()
+	defer func() {
+		b.poll.mu.Lock()
+		b.poll.quiet = nil
+		b.poll.mu.Unlock()
+	}()
 	go func() {
 		var err error
 		bt, err = b.watchBulk(ctx, t0, base, n, present)
 		watched <- err
 	}()
-	if err := write(); err != nil {
+	err := write()
+	writes := time.Since(t0)
+	close(writing) // full-speed polls from now on
+	if err != nil {
 		return bt, err
 	}
-	writes := time.Since(t0)
 	if err := <-watched; err != nil {
 		return bt, err
 	}
@@ -181,6 +193,9 @@ func (b *bench) bulkRoutes(ctx context.Context) ([]string, error) {
 		return nil, err
 	}
 	n := b.bulk
+	if b.noNodePorts {
+		say("  the bulk Services have allocateLoadBalancerNodePorts: false (-no-nodeports)")
+	}
 	say("  publishing endpoints for %d Services (untimed)", n)
 	if err := parallel(ctx, n, func(k int) error {
 		return env.PublishEndpoints(ctx, bulkNS, bulkName(k), 80, b.backends, false)
@@ -261,6 +276,7 @@ func (b *bench) bulkRoutes(ctx context.Context) ([]string, error) {
 			}
 			publishedAt <- p
 		}()
+		m := b.mark(ctx)
 		bt, err := b.timeBulk(ctx, base, n, true, func() error {
 			return parallel(ctx, n, func(k int) error {
 				return b.createService(ctx, bulkNS, bulkName(k), "", "bulk")
@@ -269,6 +285,7 @@ func (b *bench) bulkRoutes(ctx context.Context) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
+		b.loadSince(ctx, fmt.Sprintf("created through the API, trial %d", trial), m)
 		c, p := bt.writes, <-publishedAt
 		if p < 0 {
 			return nil, fmt.Errorf("the controller did not publish %d addresses within 2 minutes", n)
@@ -276,10 +293,12 @@ func (b *bench) bulkRoutes(ctx context.Context) ([]string, error) {
 		created, published, e2e = append(created, c), append(published, p), append(e2e, bt)
 		say("  created through the API, trial %d: creates done %v, every address published %v; routes installed %v, every node's path at bgpd %v, all via 3 nodes %v; speakers' CPU %v",
 			trial, ms(c), ms(p), ms(bt.fib), ms(bt.paths), ms(bt.ecmp), ms(bt.cpu))
+		m = b.mark(ctx)
 		d, err := b.deleteBulk(ctx, base, n)
 		if err != nil {
 			return nil, err
 		}
+		b.loadSince(ctx, fmt.Sprintf("deleted through the API, controller running, trial %d", trial), m)
 		deleted = append(deleted, d)
 	}
 	pick := func(ts []bulkTimes, f func(bulkTimes) time.Duration) []time.Duration {

@@ -24,7 +24,11 @@
 // average, since the machine is shared.
 //
 // Usage (make bench-lab runs it): go run ./cmd/benchbgp [-trials 10]
-// [-bulk 1000] [-bulk-trials 3] [-only a,b,c,d] [-bfd]
+// [-bulk 1000] [-bulk-trials 3] [-only a,b,c,d] [-bfd] [-audit] [-no-nodeports]
+//
+// (b) through the API also reports the API requests of each burst by verb and
+// resource (the API server's apiserver_request_total), with -audit by client,
+// and the CPU each lab process used.
 package main
 
 import (
@@ -64,6 +68,8 @@ func main() {
 	bulkTrials := flag.Int("bulk-trials", 3, "trials of (b) through the API; the pool switch runs 3x as many")
 	only := flag.String("only", "a,b,c,d", "scenarios to run")
 	withBFD := flag.Bool("bfd", false, "run BFD (100 ms x 3) from the start: (a), (b) and (d) with it; (c) runs both ways anyway and leaves it on for (d)")
+	noNodePorts := flag.Bool("no-nodeports", false, "create (b)'s Services with allocateLoadBalancerNodePorts: false (the API server then allocates no NodePort per create)")
+	audit := flag.Bool("audit", false, "run the API server with an audit log and report (b)'s requests by client too (costs the API server a log line per request)")
 	flag.Parse()
 	if err := framework.CheckHost(); err != nil {
 		fmt.Fprintf(os.Stderr, "benchbgp: %v\n", err)
@@ -77,7 +83,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	defer cancel()
-	b := &bench{trials: *trials, bulk: *bulk, bulkTrials: *bulkTrials, only: strings.Split(*only, ","), startBFD: *withBFD}
+	b := &bench{trials: *trials, bulk: *bulk, bulkTrials: *bulkTrials, only: strings.Split(*only, ","), startBFD: *withBFD, audit: *audit, noNodePorts: *noNodePorts}
 	if err := b.run(ctx); err != nil {
 		fmt.Fprintf(os.Stderr, "benchbgp: FAILED: %v\n", err)
 		os.Exit(1)
@@ -109,11 +115,14 @@ type bench struct {
 	backends []framework.Backend
 	bfd      bool // the router and the BGPPeer run BFD
 	startBFD bool // -bfd
+	audit    bool // -audit
+	// noNodePorts: -no-nodeports
+	noNodePorts bool
 }
 
 func (b *bench) run(ctx context.Context) (err error) {
 	say("bringing up the lab (3 nodes, kube-apiserver + etcd in cp, FRR on the router); load average %s", loadavg())
-	b.env, err = framework.Up(ctx, framework.Options{Nodes: 3, Router: true})
+	b.env, err = framework.Up(ctx, framework.Options{Nodes: 3, Router: true, Audit: b.audit})
 	if err != nil {
 		return err
 	}
@@ -264,13 +273,18 @@ func (b *bench) startRouter(ctx context.Context, withBFD bool) error {
 // (without waiting for anything).
 func (b *bench) createService(ctx context.Context, namespace, name, ip, pool string) error {
 	ann := map[string]string{"ironlb.io/pool": pool}
+	var nodePorts *bool
+	if b.noNodePorts && namespace == bulkNS {
+		nodePorts = new(bool)
+	}
 	if ip != "" {
 		ann["ironlb.io/loadBalancerIPs"] = ip
 	}
 	_, err := b.env.Cluster.Client.CoreV1().Services(namespace).Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Annotations: ann},
 		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Selector: map[string]string{"app": "web"},
-			Ports: []corev1.ServicePort{{Port: 8000, TargetPort: intstr.FromInt32(80), Protocol: corev1.ProtocolTCP}}},
+			Ports:                         []corev1.ServicePort{{Port: 8000, TargetPort: intstr.FromInt32(80), Protocol: corev1.ProtocolTCP}},
+			AllocateLoadBalancerNodePorts: nodePorts},
 	}, metav1.CreateOptions{})
 	return err
 }
@@ -364,19 +378,7 @@ var (
 func (b *bench) speakerCPU() time.Duration {
 	var total time.Duration
 	for _, sp := range b.speakers {
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", sp.Pid()))
-		if err != nil {
-			continue
-		}
-		s := string(data)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(f) < 13 {
-			continue
-		}
-		var utime, stime int64
-		fmt.Sscan(f[11], &utime)
-		fmt.Sscan(f[12], &stime)
-		total += time.Duration(utime+stime) * time.Second / 100 // USER_HZ
+		total += processCPU(sp.Pid())
 	}
 	return total
 }
