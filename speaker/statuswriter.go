@@ -56,6 +56,13 @@ type statusWriter struct {
 	// (prune and forgetNode enqueue names) compares with what was written, not
 	// with the stale cache, and does not write the same change twice.
 	written map[string]writtenObject
+	// seen counts the informer's events per name. A write is remembered in
+	// written only if no event for its name arrived while the call was in
+	// flight: an event that came before the answer (the object deleted by
+	// another speaker right after this create, say) means the informer
+	// already knows more than the answer, and remembering the answer would
+	// hide that event for good (nothing else would bring the name back).
+	seen map[string]uint64
 }
 
 // writtenObject is one write the informer has not shown yet.
@@ -76,6 +83,7 @@ func newStatusWriter(node string, res schema.GroupVersionResource, kind schema.G
 		desired: map[string]map[string]any{},
 		gone:    map[string]bool{},
 		written: map[string]writtenObject{},
+		seen:    map[string]uint64{},
 	}
 	if err := informer.AddIndexers(cache.Indexers{nodeIndex: func(obj any) ([]string, error) {
 		if n := objectNode(obj); n != "" {
@@ -119,6 +127,7 @@ func (w *statusWriter) observe(obj any) {
 	n := objectNode(obj)
 	w.mu.Lock()
 	delete(w.written, key)
+	w.seen[key]++
 	mine := n == w.node || w.gone[n]
 	w.mu.Unlock()
 	if mine {
@@ -242,6 +251,7 @@ func (w *statusWriter) sync(ctx context.Context, name string) error {
 	w.mu.Lock()
 	want := w.desired[name]
 	pruning := w.pruning
+	seen := w.seen[name]
 	w.mu.Unlock()
 	obj, exists, err := w.informer.GetStore().GetByKey(name)
 	if err != nil {
@@ -256,6 +266,11 @@ func (w *statusWriter) sync(ctx context.Context, name string) error {
 	defer cancel()
 	switch {
 	case want == nil && have == nil:
+		w.mu.Lock()
+		if w.seen[name] == seen {
+			delete(w.seen, name) // nothing to write or remember: the count can start again
+		}
+		w.mu.Unlock()
 		return nil
 	case want == nil:
 		n := objectNode(have)
@@ -269,7 +284,7 @@ func (w *statusWriter) sync(ctx context.Context, name string) error {
 		err := w.client.Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
 		w.metrics.statusWrite(w.res.Resource, "delete", err)
 		if err == nil {
-			w.wrote(name, have, nil)
+			w.wrote(name, seen, have, nil)
 		}
 		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
 			return nil
@@ -282,7 +297,7 @@ func (w *statusWriter) sync(ctx context.Context, name string) error {
 		created, err := w.client.Create(ctx, u, metav1.CreateOptions{FieldManager: fieldManager})
 		w.metrics.statusWrite(w.res.Resource, "create", err)
 		if err == nil {
-			w.wrote(name, nil, created)
+			w.wrote(name, seen, nil, created)
 		}
 		if apierrors.IsAlreadyExists(err) {
 			return errors.New("exists but not seen yet") // retried once the informer has it
@@ -307,21 +322,25 @@ func (w *statusWriter) sync(ctx context.Context, name string) error {
 		updated, err := w.client.Update(ctx, u, metav1.UpdateOptions{FieldManager: fieldManager})
 		w.metrics.statusWrite(w.res.Resource, "update", err)
 		if err == nil {
-			w.wrote(name, have, updated)
+			w.wrote(name, seen, have, updated)
 		}
 		return err
 	}
 }
 
 // wrote remembers a successful write of name that replaced have (nil: there
-// was none) with obj (nil: deleted).
-func (w *statusWriter) wrote(name string, have, obj *unstructured.Unstructured) {
+// was none) with obj (nil: deleted), unless the informer showed an event for
+// name since the sync read seen: then the cache is at least as new as the
+// write, and it decides.
+func (w *statusWriter) wrote(name string, seen uint64, have, obj *unstructured.Unstructured) {
 	over := ""
 	if have != nil {
 		over = have.GetResourceVersion()
 	}
 	w.mu.Lock()
-	w.written[name] = writtenObject{over: over, obj: obj}
+	if w.seen[name] == seen {
+		w.written[name] = writtenObject{over: over, obj: obj}
+	}
 	w.mu.Unlock()
 }
 
