@@ -89,6 +89,10 @@ func TestSpeakerL2PlannedRestartKeepsConnections(t *testing.T) {
 			if v := speakerMetric(t, speakers[nodeIndex(t, next)], `ironlb_l2_handover_started_total`); v < 1 {
 				t.Fatalf("the new owner %s started %v handover forwards", next, v)
 			}
+			// The window (60 s) is still open a few seconds after the takeover.
+			if v := speakerMetric(t, speakers[nodeIndex(t, next)], `ironlb_l2_handover_forwards`); v < 1 {
+				t.Fatalf("the new owner %s has %v handover forwards in place, want the one for %s", next, v, vip)
+			}
 		})
 	}
 }
