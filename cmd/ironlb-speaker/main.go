@@ -9,7 +9,8 @@
 // (iptables: package proxy programs ClusterIPs, NodePorts and VIPs in place of
 // kube-proxy; with --cluster-cidr), --metrics-addr, --cleanup, --namespace (default
 // $POD_NAMESPACE), --lb-class, --l2-handover-window (package speaker/handover),
-// --address-event-qps, --kubeconfig, -v.
+// --address-event-qps, --profiling (Go's profiles, net/http/pprof, under
+// /debug/pprof/ on the metrics address), --kubeconfig, -v.
 //
 // SIGTERM hands the addresses over (leave, grace period) before exiting; a
 // second signal exits at once.
@@ -21,6 +22,7 @@ import (
 	goflag "flag"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -57,6 +59,7 @@ type options struct {
 	clusterCIDRs   []string
 	handover       time.Duration
 	eventQPS       float32
+	profiling      bool
 }
 
 func main() {
@@ -82,6 +85,7 @@ func main() {
 	fs.DurationVar(&o.handover, "l2-handover-window", handover.DefaultWindow, "after taking an L2 address over from a speaker that left (a planned restart), forward for this long the TCP connections this node does not know to the old node, whose kernel still carries them; 0 disables")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; empty: in-cluster configuration")
 	fs.Float32Var(&o.eventQPS, "address-event-qps", speaker.DefaultAddressEventQPS, "per-address BGP Events (Advertising, Withdrawn) recorded per second at most, bursts of 10 times that; beyond it they are skipped and counted (BGPSessions list the prefixes); 0: none")
+	fs.BoolVar(&o.profiling, "profiling", false, "serve Go's profiles (net/http/pprof) under /debug/pprof/ on the metrics address")
 	klogFlags := goflag.NewFlagSet("klog", goflag.ExitOnError)
 	klog.InitFlags(klogFlags)
 	fs.AddGoFlagSet(klogFlags)
@@ -201,24 +205,39 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	if o.metricsAddr != "" {
-		srv := serveMetrics(o.metricsAddr, reg, s)
+		srv := serveMetrics(o.metricsAddr, metricsHandler(reg, s.Ready, o.profiling))
 		defer srv.Close()
 	}
 	return s.Run(ctx)
 }
 
-func serveMetrics(addr string, reg *prometheus.Registry, s *speaker.Speaker) *http.Server {
+// metricsHandler serves /metrics, /healthz and /readyz (ready's error is the
+// body of a 503), and with profiling Go's profiles under /debug/pprof/: they
+// cost nothing until asked, but a CPU profile or trace slows the speaker while
+// it runs, so they are off unless the operator asks for them.
+func metricsHandler(reg *prometheus.Registry, ready func() error, profiling bool) http.Handler {
 	mux := http.NewServeMux()
+	if profiling {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if err := s.Ready(); err != nil {
+		if err := ready(); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ok"))
 	})
-	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	return mux
+}
+
+func serveMetrics(addr string, handler http.Handler) *http.Server {
+	srv := &http.Server{Addr: addr, Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		klog.InfoS("Serving metrics", "addr", addr)
 		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
