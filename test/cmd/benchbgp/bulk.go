@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -276,6 +279,10 @@ func (b *bench) bulkRoutes(ctx context.Context) ([]string, error) {
 			}
 			publishedAt <- p
 		}()
+		var profiled <-chan error
+		if trial == 1 && b.profile != "" {
+			profiled = b.profileSpeaker(ctx, 0, 12*time.Second)
+		}
 		m := b.mark(ctx)
 		bt, err := b.timeBulk(ctx, base, n, true, func() error {
 			return parallel(ctx, n, func(k int) error {
@@ -284,6 +291,11 @@ func (b *bench) bulkRoutes(ctx context.Context) ([]string, error) {
 		})
 		if err != nil {
 			return nil, err
+		}
+		if profiled != nil {
+			if err := <-profiled; err != nil {
+				return nil, fmt.Errorf("CPU profile: %w", err)
+			}
 		}
 		b.loadSince(ctx, fmt.Sprintf("created through the API, trial %d", trial), m)
 		c, p := bt.writes, <-publishedAt
@@ -403,4 +415,30 @@ func (b *bench) deleteBulk(ctx context.Context, base routerCounts, n int) (bulkT
 	}
 	say("  %d Services deleted: all deletes answered %v; all routes gone %v; speakers' CPU %v", n, ms(bt.writes), ms(bt.fib), ms(bt.cpu))
 	return bt, nil
+}
+
+// profileSpeaker starts a CPU profile of node's speaker (run with --profiling)
+// for d and writes it to b.profile/speaker-<node>.pprof; the channel answers
+// when the profile is written.
+func (b *bench) profileSpeaker(ctx context.Context, node int, d time.Duration) <-chan error {
+	errc := make(chan error, 1)
+	sp := b.speakers[node]
+	path, err := filepath.Abs(filepath.Join(b.profile, fmt.Sprintf("speaker-%d.pprof", node)))
+	if err == nil {
+		err = os.MkdirAll(b.profile, 0o755)
+	}
+	if err != nil {
+		errc <- err
+		return errc
+	}
+	secs := int(d.Seconds())
+	go func() {
+		url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", sp.MetricsAddr, secs)
+		_, err := b.env.Lab.Exec(ctx, sp.Name, "curl", "-sS", "--fail", "--max-time", strconv.Itoa(secs+20), "-o", path, url)
+		if err == nil {
+			say("  CPU profile of %s's speaker over %v of the burst: %s", sp.Name, d, path)
+		}
+		errc <- err
+	}()
+	return errc
 }

@@ -102,7 +102,7 @@ func (b *bench) failNode(ctx context.Context, node int, cut bool) (time.Duration
 	if cut {
 		err = b.env.SetSwitchPort(ctx, host, true)
 	} else {
-		b.speakers[node], err = b.env.StartSpeaker(ctx, node)
+		b.speakers[node], err = b.env.StartSpeaker(ctx, node, b.speakerArgs...)
 	}
 	if err != nil {
 		return 0, err

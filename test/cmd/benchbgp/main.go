@@ -25,10 +25,14 @@
 //
 // Usage (make bench-lab runs it): go run ./cmd/benchbgp [-trials 10]
 // [-bulk 1000] [-bulk-trials 3] [-only a,b,c,d] [-bfd] [-audit] [-no-nodeports]
+// [-profile DIR]
 //
 // (b) through the API also reports the API requests of each burst by verb and
 // resource (the API server's apiserver_request_total), with -audit by client,
-// and the CPU each lab process used.
+// and the CPU each lab process used. With -profile DIR the speakers run with
+// --profiling and (b) writes a CPU profile of node 0's speaker during its
+// first burst created through the API to DIR/speaker-<node>.pprof (read it
+// with go tool pprof -top DIR/speaker-<node>.pprof).
 package main
 
 import (
@@ -70,6 +74,7 @@ func main() {
 	withBFD := flag.Bool("bfd", false, "run BFD (100 ms x 3) from the start: (a), (b) and (d) with it; (c) runs both ways anyway and leaves it on for (d)")
 	noNodePorts := flag.Bool("no-nodeports", false, "create (b)'s Services with allocateLoadBalancerNodePorts: false (the API server then allocates no NodePort per create)")
 	audit := flag.Bool("audit", false, "run the API server with an audit log and report (b)'s requests by client too (costs the API server a log line per request)")
+	profile := flag.String("profile", "", "folder: run the speakers with --profiling and write a CPU profile of node 0's speaker during (b)'s first burst created through the API there")
 	flag.Parse()
 	if err := framework.CheckHost(); err != nil {
 		fmt.Fprintf(os.Stderr, "benchbgp: %v\n", err)
@@ -83,7 +88,10 @@ func main() {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	defer cancel()
-	b := &bench{trials: *trials, bulk: *bulk, bulkTrials: *bulkTrials, only: strings.Split(*only, ","), startBFD: *withBFD, audit: *audit, noNodePorts: *noNodePorts}
+	b := &bench{trials: *trials, bulk: *bulk, bulkTrials: *bulkTrials, only: strings.Split(*only, ","), startBFD: *withBFD, audit: *audit, noNodePorts: *noNodePorts, profile: *profile}
+	if *profile != "" {
+		b.speakerArgs = []string{"--profiling"}
+	}
 	if err := b.run(ctx); err != nil {
 		fmt.Fprintf(os.Stderr, "benchbgp: FAILED: %v\n", err)
 		os.Exit(1)
@@ -118,6 +126,9 @@ type bench struct {
 	audit    bool // -audit
 	// noNodePorts: -no-nodeports
 	noNodePorts bool
+	// profile: -profile; speakerArgs are appended to every speaker's args.
+	profile     string
+	speakerArgs []string
 }
 
 func (b *bench) run(ctx context.Context) (err error) {
@@ -135,7 +146,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 	if b.ctrl, err = env.StartController(ctx); err != nil {
 		return err
 	}
-	sps, err := env.StartSpeakers(ctx)
+	sps, err := env.StartSpeakers(ctx, b.speakerArgs...)
 	if err != nil {
 		return err
 	}

@@ -64,7 +64,7 @@ func (b *bench) planned(ctx context.Context) ([]string, error) {
 			say("  trial %d: node%d's next hop NOT withdrawn within 10s of SIGTERM", trial, node)
 		}
 		tBack := time.Now()
-		if b.speakers[node], err = env.StartSpeaker(ctx, node); err != nil {
+		if b.speakers[node], err = env.StartSpeaker(ctx, node, b.speakerArgs...); err != nil {
 			return nil, err
 		}
 		dBack, err := b.poll.until(ctx, tBack, 30*time.Second, routeQuery(prefix), viaExactly(prefix, b.hops()))
