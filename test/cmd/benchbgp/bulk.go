@@ -220,11 +220,20 @@ func (b *bench) bulkRoutes(ctx context.Context) ([]string, error) {
 		}); err != nil {
 			return nil, err
 		}
+		var profiled <-chan error
+		if trial == 1 && b.profile != "" {
+			profiled = b.profileSpeaker(ctx, 1, "direct", 8*time.Second)
+		}
 		bt, err := b.timeBulk(ctx, base, n, true, func() error {
 			return parallel(ctx, n, func(k int) error { return b.publishStatus(ctx, k) })
 		})
 		if err != nil {
 			return nil, err
+		}
+		if profiled != nil {
+			if err := <-profiled; err != nil {
+				return nil, fmt.Errorf("CPU profile: %w", err)
+			}
 		}
 		w := bt.writes
 		direct = append(direct, bt)
@@ -281,7 +290,7 @@ func (b *bench) bulkRoutes(ctx context.Context) ([]string, error) {
 		}()
 		var profiled <-chan error
 		if trial == 1 && b.profile != "" {
-			profiled = b.profileSpeaker(ctx, 0, 12*time.Second)
+			profiled = b.profileSpeaker(ctx, 1, "api", 12*time.Second)
 		}
 		m := b.mark(ctx)
 		bt, err := b.timeBulk(ctx, base, n, true, func() error {
@@ -417,13 +426,17 @@ func (b *bench) deleteBulk(ctx context.Context, base routerCounts, n int) (bulkT
 	return bt, nil
 }
 
-// profileSpeaker starts a CPU profile of node's speaker (run with --profiling)
-// for d and writes it to b.profile/speaker-<node>.pprof; the channel answers
-// when the profile is written.
-func (b *bench) profileSpeaker(ctx context.Context, node int, d time.Duration) <-chan error {
+// profileSpeaker starts a CPU profile of lab node's speaker (run with
+// --profiling) for d and writes it to b.profile/speaker-<node>-<what>.pprof;
+// the channel answers when the profile is written.
+func (b *bench) profileSpeaker(ctx context.Context, node int, what string, d time.Duration) <-chan error {
 	errc := make(chan error, 1)
 	sp := b.speakers[node]
-	path, err := filepath.Abs(filepath.Join(b.profile, fmt.Sprintf("speaker-%d.pprof", node)))
+	if sp == nil {
+		errc <- fmt.Errorf("no speaker on node %d", node)
+		return errc
+	}
+	path, err := filepath.Abs(filepath.Join(b.profile, fmt.Sprintf("speaker-%d-%s.pprof", node, what)))
 	if err == nil {
 		err = os.MkdirAll(b.profile, 0o755)
 	}
@@ -436,7 +449,7 @@ func (b *bench) profileSpeaker(ctx context.Context, node int, d time.Duration) <
 		url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", sp.MetricsAddr, secs)
 		_, err := b.env.Lab.Exec(ctx, sp.Name, "curl", "-sS", "--fail", "--max-time", strconv.Itoa(secs+20), "-o", path, url)
 		if err == nil {
-			say("  CPU profile of %s's speaker over %v of the burst: %s", sp.Name, d, path)
+			say("  CPU profile of %s's speaker over %v (%s): %s", sp.Name, d, what, path)
 		}
 		errc <- err
 	}()

@@ -30,9 +30,10 @@
 // (b) through the API also reports the API requests of each burst by verb and
 // resource (the API server's apiserver_request_total), with -audit by client,
 // and the CPU each lab process used. With -profile DIR the speakers run with
-// --profiling and (b) writes a CPU profile of node 0's speaker during its
-// first burst created through the API to DIR/speaker-<node>.pprof (read it
-// with go tool pprof -top DIR/speaker-<node>.pprof).
+// --profiling and (b) writes CPU profiles of node 1's speaker during its first
+// bursts, status written directly and Services created through the API, to
+// DIR/speaker-1-direct.pprof and DIR/speaker-1-api.pprof (read them with go
+// tool pprof -top).
 package main
 
 import (
@@ -74,7 +75,7 @@ func main() {
 	withBFD := flag.Bool("bfd", false, "run BFD (100 ms x 3) from the start: (a), (b) and (d) with it; (c) runs both ways anyway and leaves it on for (d)")
 	noNodePorts := flag.Bool("no-nodeports", false, "create (b)'s Services with allocateLoadBalancerNodePorts: false (the API server then allocates no NodePort per create)")
 	audit := flag.Bool("audit", false, "run the API server with an audit log and report (b)'s requests by client too (costs the API server a log line per request)")
-	profile := flag.String("profile", "", "folder: run the speakers with --profiling and write a CPU profile of node 0's speaker during (b)'s first burst created through the API there")
+	profile := flag.String("profile", "", "folder: run the speakers with --profiling and write a CPU profile of node 1's speaker there during (b)'s first bursts: status written directly (speaker-1-direct.pprof, 8 s) and Services created through the API (speaker-1-api.pprof, 12 s)")
 	flag.Parse()
 	if err := framework.CheckHost(); err != nil {
 		fmt.Fprintf(os.Stderr, "benchbgp: %v\n", err)
