@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -95,6 +96,55 @@ func TestLoopBGPWithdrawsOnDeletionTimestamp(t *testing.T) {
 		_, ok := h.s.ls.paths[ip]
 		return !ok
 	})
+}
+
+// A burst of changes is planned together: a change after a quiet spell is
+// planned at once, the ones that follow within planEvery wait for its end
+// (each plan costs O(advertised addresses)), and the loop wakes itself to plan
+// them with no further input.
+func TestLoopSpacesBGPPlansInABurst(t *testing.T) {
+	h := newLoopHarness(t, bgpObjects(3), bgpPoolObject(t, "bgp", "198.18.100.0/22"),
+		unstructuredOf(t, bgpPeer("router", "192.0.2.1", nil, nil), v1alpha1.BGPPeerKind))
+	h.settle("node1")
+	ip0, ip1 := netip.MustParseAddr("198.18.100.1"), netip.MustParseAddr("198.18.100.2")
+	if len(h.s.ls.paths) != 3 {
+		t.Fatalf("%d addresses advertised, want 3", len(h.s.ls.paths))
+	}
+	h.s.ls.planEvery = time.Hour
+	h.s.ls.lastPlan = time.Time{} // a quiet spell
+	deleteService := func(name string, ip netip.Addr) {
+		t.Helper()
+		if err := h.client.CoreV1().Services("ns").Delete(context.Background(), name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		h.waitFor(name+" deleted: the election no longer advertises "+ip.String(), func() bool { return !h.s.ls.advertised[ip] })
+	}
+	deleteService("s0", ip0)
+	if _, ok := h.s.ls.paths[ip0]; ok {
+		t.Fatal("the first change after a quiet spell waits: 198.18.100.1 still advertised")
+	}
+	deleteService("s1", ip1)
+	if _, ok := h.s.ls.paths[ip1]; !ok {
+		t.Fatal("a change right after a plan was planned at once: want it held back for planEvery")
+	}
+
+	// The loop wakes itself once planEvery has passed.
+	h.s.ls.planEvery, h.s.ls.planDue = 20*time.Millisecond, false // as if the hour's wake-up had come
+	h.s.ls.lastPlan = time.Now()
+	h.s.flush()
+	for i := 0; h.s.queue.Len() == 0; i++ {
+		if i == 1000 {
+			t.Fatal("no wake-up queued within 5s of planEvery (20ms)")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	h.drain()
+	if _, ok := h.s.ls.paths[ip1]; ok {
+		t.Fatal("198.18.100.2 still advertised after the wake-up")
+	}
+	if len(h.s.ls.paths) != 1 {
+		t.Fatalf("%d addresses advertised, want 1", len(h.s.ls.paths))
+	}
 }
 
 // BenchmarkLoopBGPBatch is the speaker's cost of one batch that changed one

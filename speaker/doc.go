@@ -72,7 +72,10 @@
 // key, so the queue holds each key once and memory is bounded by the number of
 // objects. Each input recomputes only what it affects (package election's
 // costs); the batched work (the BGP desired state, O(addresses advertised), and
-// claim publication) runs when the queue is empty or every 50ms under load.
+// claim publication) runs when the queue is empty or every 50ms under load. A
+// burst arrives as a stream of single changes, so the BGP desired state is
+// rebuilt at most every 100ms: a change after a quiet spell at once, the ones
+// that follow together at the end of the 100ms.
 // API writes, GoBGP calls and memberlist metadata updates run on goroutines of
 // their own, so none of them delays an ARP takeover.
 //
@@ -156,8 +159,8 @@
 // Services) of indexes. Per input: one lookup for an EndpointSlice of a Service
 // the speaker does not serve; O(addresses of the Service + its endpoints) to
 // rebuild its view, then the election's incremental cost. The BGP desired state
-// is rebuilt in O(P + A log A) per batch that changed it (bgp.Manager.Apply takes
-// the whole state and diffs it). API writes, none while nothing changes: L2,
+// is rebuilt in O(P + A log A) per batch that changed it, at most every 100ms
+// (bgp.Manager.Apply takes the whole state and diffs it). API writes, none while nothing changes: L2,
 // one per change of what the owner answers for (and its Event); BGP, per
 // session a write per state change and at most one a second while its
 // prefixes change (O(A) bytes each), plus per-address Events within

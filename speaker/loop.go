@@ -28,6 +28,15 @@ var everything = labels.Everything()
 // state, claim publication) behind a stream of inputs.
 const flushEvery = 50 * time.Millisecond
 
+// planBGPEvery spaces the BGP plans of a burst. A plan costs O(advertised
+// addresses) on the loop and again in the applier (GoBGP's desired-state
+// diff), and a burst of Services arrives as a stream of single changes, one
+// flush each: planning at every flush made a burst of n Services cost O(n²)
+// (a third of a speaker's CPU in a 1,000-Service burst, and most of its
+// garbage). A change after a quiet spell is planned at once; changes that
+// follow within planBGPEvery wait for its end, together.
+const planBGPEvery = 100 * time.Millisecond
+
 // loopState is the event loop's view beyond the election. Only the loop
 // goroutine touches it.
 type loopState struct {
@@ -50,6 +59,9 @@ type loopState struct {
 	handoffs    map[netip.Addr]netip.Addr     // taken over from a node that left: its address, until forwarded
 	dirty       struct{ claims, republish, l2, bgp bool }
 	lastFlush   time.Time
+	lastPlan    time.Time     // BGP: when the last plan was made
+	planDue     bool          // BGP: a kPlanDue wake-up is pending
+	planEvery   time.Duration // planBGPEvery; tests change it
 }
 
 func newLoopState() loopState {
@@ -63,6 +75,7 @@ func newLoopState() loopState {
 		refused: map[string]string{}, handoffs: map[netip.Addr]netip.Addr{},
 	}
 	ls.dirty.bgp = true // one plan once synced, even with nothing to advertise
+	ls.planEvery = planBGPEvery
 	return ls
 }
 
@@ -73,7 +86,9 @@ func (s *Speaker) loop() {
 		if quit {
 			return
 		}
-		s.metrics.events.WithLabelValues(kindNames[it.kind]).Inc()
+		if it.kind != kPlanDue {
+			s.metrics.events.WithLabelValues(kindNames[it.kind]).Inc()
+		}
 		s.process(it)
 		s.queue.Done(it)
 		if s.queue.Len() == 0 || time.Since(s.ls.lastFlush) > flushEvery {
@@ -116,6 +131,8 @@ func (s *Speaker) process(it item) {
 		if ok {
 			s.handleConflict(c)
 		}
+	case kPlanDue:
+		s.ls.planDue = false // the flush after it plans
 	case kSettled:
 		if !s.ls.acting && !s.leaving.Load() {
 			s.ls.acting = true
@@ -204,9 +221,24 @@ func (s *Speaker) flush() {
 	}
 	s.ls.unannounced = s.ls.unannounced[:0]
 	if s.ls.dirty.bgp && s.synced.Load() && !s.leaving.Load() {
-		s.ls.dirty.bgp = false
-		s.planBGP()
+		if wait := s.ls.planEvery - time.Since(s.ls.lastPlan); wait > 0 {
+			s.planLater(wait)
+		} else {
+			s.ls.dirty.bgp = false
+			s.ls.lastPlan = time.Now()
+			s.planBGP()
+		}
 	}
+}
+
+// planLater wakes the loop after wait (once, however many flushes ask) so
+// that the BGP changes held back by planBGPEvery are planned.
+func (s *Speaker) planLater(wait time.Duration) {
+	if s.ls.planDue {
+		return
+	}
+	s.ls.planDue = true
+	time.AfterFunc(wait, func() { s.queue.Add(item{kind: kPlanDue}) })
 }
 
 // setOwned hands the announcer the complete owned set with each pool's

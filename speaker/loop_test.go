@@ -135,6 +135,7 @@ func newLoopHarness(t testing.TB, objs []runtime.Object, crs ...*unstructured.Un
 		t.Fatal("informers did not sync")
 	}
 	s.synced.Store(true)
+	s.ls.planEvery = 0 // every flush plans; TestLoopSpacesBGPPlansInABurst tests the spacing
 	h.s = s
 	h.drain()
 	return h

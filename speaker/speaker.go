@@ -171,6 +171,7 @@ const (
 	kPlacement
 	kConflict
 	kSettled
+	kPlanDue // planBGPEvery passed: plan what the last flushes held back
 )
 
 var kindNames = map[itemKind]string{
