@@ -160,15 +160,7 @@ func TestStatusWriterDoesNotRepeatWritesTheCacheHasNotShown(t *testing.T) {
 			Services: []string{"ns/svc"}, Interfaces: ifs}
 	}
 	res := v1alpha1.ServiceAnnouncementsResource
-	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
-		map[schema.GroupVersionResource]string{res: "ServiceAnnouncementList"})
-	f := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
-	inf := f.ForResource(res).Informer()
-	m, _ := newMetrics(nil)
-	w, err := newStatusWriter("node1", res, v1alpha1.ServiceAnnouncementKind, dyn, inf, m)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dyn, f, inf, w := emptyAnnouncementWriter(t)
 	stopInformer := make(chan struct{})
 	f.Start(stopInformer)
 	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
@@ -231,6 +223,23 @@ func TestStatusWriterDoesNotRepeatWritesTheCacheHasNotShown(t *testing.T) {
 	}
 }
 
+// emptyAnnouncementWriter is node1's ServiceAnnouncement writer over an empty
+// fake API; the caller starts the informer factory and the writer.
+func emptyAnnouncementWriter(t *testing.T) (*dynamicfake.FakeDynamicClient, dynamicinformer.DynamicSharedInformerFactory, cache.SharedIndexInformer, *statusWriter) {
+	t.Helper()
+	res := v1alpha1.ServiceAnnouncementsResource
+	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
+		map[schema.GroupVersionResource]string{res: "ServiceAnnouncementList"})
+	f := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
+	inf := f.ForResource(res).Informer()
+	m, _ := newMetrics(nil)
+	w, err := newStatusWriter("node1", res, v1alpha1.ServiceAnnouncementKind, dyn, inf, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dyn, f, inf, w
+}
+
 // Another speaker deletes this node's object (a partition: each side forgets
 // the other's objects) right after this writer created it, and the informer
 // shows the create and the delete before the create's answer comes back. The
@@ -242,15 +251,7 @@ func TestStatusWriterRecreatesWhatWasDeletedBeforeTheCreateReturned(t *testing.T
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	res := v1alpha1.ServiceAnnouncementsResource
-	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
-		map[schema.GroupVersionResource]string{res: "ServiceAnnouncementList"})
-	f := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
-	inf := f.ForResource(res).Informer()
-	m, _ := newMetrics(nil)
-	w, err := newStatusWriter("node1", res, v1alpha1.ServiceAnnouncementKind, dyn, inf, m)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dyn, f, inf, w := emptyAnnouncementWriter(t)
 	const name = "l2.192-0-2-203.node1"
 	cached := func() bool { _, ok, _ := inf.GetStore().GetByKey(name); return ok }
 	until := func(what string, cond func() bool) error {
