@@ -96,21 +96,10 @@ func newLab(t *testing.T) *lab {
 // serve runs a TCP server in ns that answers every connection with the
 // client address it sees, until the test ends.
 func (l *lab) serve(ns, addr string) {
-	var ln net.Listener
-	if err := inNS(ns, func() (err error) { ln, err = net.Listen("tcp4", addr); return err }); err != nil {
-		l.t.Fatal(err)
-	}
-	l.t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_, _ = fmt.Fprintf(c, "%s\n", c.RemoteAddr().(*net.TCPAddr).IP)
-			c.Close()
-		}
-	}()
+	netnstest.ServeTCP(l.t, ns, addr, func(c net.Conn) {
+		_, _ = fmt.Fprintf(c, "%s\n", c.RemoteAddr().(*net.TCPAddr).IP)
+		c.Close()
+	})
 }
 
 // dial connects from ns and returns the source address the server saw.

@@ -15,6 +15,7 @@ package netnstest
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"net"
 	"os"
 	"os/exec"
 	"runtime"
@@ -79,4 +80,25 @@ func InNS(name string, fn func() error) error {
 		errc <- fn()
 	}()
 	return <-errc
+}
+
+// ServeTCP listens on addr inside namespace ns and runs handle on its own
+// goroutine for every connection, until the test ends (the listener is closed
+// in t.Cleanup). handle owns the connection and closes it.
+func ServeTCP(t testing.TB, ns, addr string, handle func(net.Conn)) {
+	t.Helper()
+	var ln net.Listener
+	if err := InNS(ns, func() (err error) { ln, err = net.Listen("tcp4", addr); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go handle(c)
+		}
+	}()
 }

@@ -105,32 +105,19 @@ func (l *handoverLab) point(mac string) {
 
 // serve answers each line of each connection with "name:line".
 func (l *handoverLab) serve(ns, addr, name string) {
-	var ln net.Listener
-	if err := netnstest.InNS(ns, func() (err error) { ln, err = net.Listen("tcp4", addr); return err }); err != nil {
-		l.t.Fatal(err)
-	}
-	l.t.Cleanup(func() { ln.Close() })
-	go func() {
+	netnstest.ServeTCP(l.t, ns, addr, func(c net.Conn) {
+		defer c.Close()
+		r := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			line, err := r.ReadString('\n')
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if _, err := fmt.Fprintf(c, "%s:%s", name, line); err != nil {
-						return
-					}
-				}
-			}()
+			if _, err := fmt.Fprintf(c, "%s:%s", name, line); err != nil {
+				return
+			}
 		}
-	}()
+	})
 }
 
 // conn is the client's connection to VIP:8000.
