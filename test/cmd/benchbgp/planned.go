@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ironlb/ironlb/test/internal/benchlog"
 	"github.com/ironlb/ironlb/test/lab"
 )
 
@@ -109,7 +110,7 @@ func (b *bench) planned(ctx context.Context) ([]string, error) {
 
 // startProbe runs the prober in the client namespace for d and returns a
 // function that waits for its report.
-func (b *bench) startProbe(ctx context.Context, d time.Duration) (func() ([]probe, error), error) {
+func (b *bench) startProbe(ctx context.Context, d time.Duration) (func() ([]benchlog.Probe, error), error) {
 	logPath := filepath.Join(b.env.Lab.Dir(), fmt.Sprintf("probe-%d.json", time.Now().UnixNano()))
 	url := "http://" + webVIP + ":8000/"
 	p, err := b.env.Lab.Start(lab.HostClient, logPath, b.self, "probe", "-url", url, "-duration", d.String())
@@ -131,7 +132,7 @@ func (b *bench) startProbe(ctx context.Context, d time.Duration) (func() ([]prob
 			return nil, errors.New("prober did not start within 15s")
 		}
 	}
-	return func() ([]probe, error) {
+	return func() ([]benchlog.Probe, error) {
 		select {
 		case <-p.Done():
 		case <-time.After(d + 30*time.Second):
@@ -143,7 +144,7 @@ func (b *bench) startProbe(ctx context.Context, d time.Duration) (func() ([]prob
 			return nil, err
 		}
 		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-		var rep []probe
+		var rep []benchlog.Probe
 		if err := json.Unmarshal([]byte(lines[len(lines)-1]), &rep); err != nil || len(rep) == 0 {
 			return nil, fmt.Errorf("prober output: %v: %.500s", err, string(data))
 		}

@@ -9,8 +9,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"sort"
-	"sync"
 	"time"
 
 	"github.com/ironlb/ironlb/test/internal/benchlog"
@@ -24,12 +22,6 @@ import (
 
 // probingLine tells benchbgp that the prober runs.
 const probingLine = "benchbgp: probing"
-
-type probe struct {
-	Start int64  `json:"start"` // Unix nanoseconds
-	OK    bool   `json:"ok"`
-	Err   string `json:"err,omitempty"`
-}
 
 func runProbe(args []string) error {
 	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
@@ -47,55 +39,25 @@ func runProbe(args []string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), *duration)
 	defer cancel()
 	fmt.Fprintln(os.Stderr, probingLine)
-	var mu sync.Mutex
-	var probes []probe
-	var wg sync.WaitGroup
-	tick := time.NewTicker(*interval)
-	defer tick.Stop()
-	for ctx.Err() == nil {
-		wg.Add(1)
-		go func(start time.Time) {
-			defer wg.Done()
-			p := probe{Start: start.UnixNano()}
-			resp, err := client.Get(*target)
-			if err == nil {
-				_, err = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if err == nil && resp.StatusCode != http.StatusOK {
-					err = fmt.Errorf("status %s", resp.Status)
-				}
-			}
-			p.OK = err == nil
-			if err != nil {
-				p.Err = err.Error()
-			}
-			mu.Lock()
-			probes = append(probes, p)
-			mu.Unlock()
-		}(time.Now())
-		select {
-		case <-ctx.Done():
-		case <-tick.C:
+	probes := benchlog.ProbeEvery(ctx, *interval, func() error {
+		resp, err := client.Get(*target)
+		if err != nil {
+			return err
 		}
-	}
-	wg.Wait()
-	sort.Slice(probes, func(i, j int) bool { return probes[i].Start < probes[j].Start })
+		defer resp.Body.Close()
+		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %s", resp.Status)
+		}
+		return nil
+	})
 	return json.NewEncoder(os.Stdout).Encode(probes)
 }
 
 // lost counts the probes started in [from, to) and those of them lost, and
 // summarises why they were lost.
-func lost(probes []probe, from, to time.Time) (n, total int, why string) {
-	var errs []string
-	for _, p := range probes {
-		if p.Start < from.UnixNano() || p.Start >= to.UnixNano() {
-			continue
-		}
-		total++
-		if !p.OK {
-			n++
-			errs = append(errs, p.Err)
-		}
-	}
-	return n, total, benchlog.Reasons(errs)
+func lost(probes []benchlog.Probe, from, to time.Time) (n, total int, why string) {
+	return benchlog.Lost(probes, from.UnixNano(), to.UnixNano()-1)
 }

@@ -37,7 +37,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -460,21 +459,16 @@ func longestARPGapAt(rep probeReport, vip netip.Addr, from, to int64) (time.Dura
 // returns the time from t0 to the start of the first answered probe after the
 // last lost one (0 if none was lost).
 func tcpLoss(rep probeReport, from, to, t0 int64) (lost, total int, outage time.Duration) {
-	probes := slices.Clone(rep.TCP)
-	sort.Slice(probes, func(i, j int) bool { return probes[i].Start < probes[j].Start })
-	var lastLost int64
-	for _, p := range probes {
-		if p.Start < from || p.Start > to {
-			continue
-		}
-		total++
-		if !p.OK {
-			lost++
-			lastLost = p.Start
-		}
-	}
+	probes := rep.TCP // in start order (benchlog.ProbeEvery)
+	lost, total, _ = benchlog.Lost(probes, from, to)
 	if lost == 0 {
 		return 0, total, 0
+	}
+	var lastLost int64
+	for _, p := range probes {
+		if !p.OK && p.Start >= from && p.Start <= to {
+			lastLost = p.Start
+		}
 	}
 	for _, p := range probes {
 		if p.Start > lastLost && p.OK {
@@ -486,13 +480,8 @@ func tcpLoss(rep probeReport, from, to, t0 int64) (lost, total int, outage time.
 
 // lostErrors summarises why probes started in [from, to] were lost.
 func lostErrors(rep probeReport, from, to int64) string {
-	var errs []string
-	for _, p := range rep.TCP {
-		if !p.OK && p.Start >= from && p.Start <= to {
-			errs = append(errs, p.Err)
-		}
-	}
-	return benchlog.Reasons(errs)
+	_, _, why := benchlog.Lost(rep.TCP, from, to)
+	return why
 }
 
 var stats = benchlog.Stats

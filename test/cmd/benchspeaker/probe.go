@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ironlb/ironlb/test/internal/benchlog"
 	"golang.org/x/sys/unix"
 )
 
@@ -29,24 +30,17 @@ import (
 const probingLine = "benchspeaker: probing"
 
 type probeReport struct {
-	ARPSent    []int64       `json:"arpSent,omitempty"`
-	ARPReplies []arpReply    `json:"arpReplies,omitempty"`
-	TCP        []tcpProbe    `json:"tcp,omitempty"`
-	Errors     []string      `json:"errors,omitempty"`
-	Streams    []streamProbe `json:"streams,omitempty"`
+	ARPSent    []int64          `json:"arpSent,omitempty"`
+	ARPReplies []arpReply       `json:"arpReplies,omitempty"`
+	TCP        []benchlog.Probe `json:"tcp,omitempty"`
+	Errors     []string         `json:"errors,omitempty"`
+	Streams    []streamProbe    `json:"streams,omitempty"`
 }
 
 type arpReply struct {
 	T   int64  `json:"t"`
 	VIP string `json:"vip"`
 	MAC string `json:"mac"`
-}
-
-type tcpProbe struct {
-	Start int64  `json:"start"`
-	Done  int64  `json:"done"`
-	OK    bool   `json:"ok"`
-	Err   string `json:"err,omitempty"`
 }
 
 // streamProbe is one long-lived TCP connection sending a request every
@@ -109,7 +103,7 @@ func runProbe(args []string) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			probes := probeTCP(ctx, *tcpTarget, *interval, *timeout)
+			probes := benchlog.ProbeEvery(ctx, *interval, func() error { return httpOnce(*tcpTarget, *timeout) })
 			mu.Lock()
 			rep.TCP = probes
 			mu.Unlock()
@@ -226,39 +220,7 @@ func probeARP(ctx context.Context, iface string, vips []netip.Addr, interval tim
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
-// probeTCP opens a new connection to target every interval and asks for "/";
-// each probe has timeout to be answered. Probes run concurrently (a slow one
-// does not delay the next) and are bounded by the duration.
-func probeTCP(ctx context.Context, target string, interval, timeout time.Duration) []tcpProbe {
-	var mu sync.Mutex
-	var out []tcpProbe
-	var wg sync.WaitGroup
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for ctx.Err() == nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			p := tcpProbe{Start: time.Now().UnixNano()}
-			err := httpOnce(target, timeout)
-			p.Done = time.Now().UnixNano()
-			p.OK = err == nil
-			if err != nil {
-				p.Err = err.Error()
-			}
-			mu.Lock()
-			out = append(out, p)
-			mu.Unlock()
-		}()
-		select {
-		case <-ctx.Done():
-		case <-tick.C:
-		}
-	}
-	wg.Wait()
-	return out
-}
-
+// httpOnce opens a new connection to target and asks for "/", within timeout.
 func httpOnce(target string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	c, err := net.DialTimeout("tcp", target, timeout)
