@@ -36,6 +36,7 @@ import (
 
 	"github.com/ironlb/ironlb/ingress/controller"
 	"github.com/ironlb/ironlb/ingress/server"
+	"github.com/ironlb/ironlb/internal/kubeclient"
 )
 
 func main() {
@@ -87,7 +88,7 @@ func run(kubeconfig, ingressClass, publishService, httpAddr, httpsAddr, metricsA
 		return fmt.Errorf("kubeconfig: %w", err)
 	}
 	cfg.UserAgent = "ironlb-ingress"
-	client, err := kubernetes.NewForConfig(cfg)
+	client, err := kubernetes.NewForConfig(kubeclient.Builtin(cfg))
 	if err != nil {
 		return fmt.Errorf("client: %w", err)
 	}

@@ -38,6 +38,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
+	"github.com/ironlb/ironlb/internal/kubeclient"
 	"github.com/ironlb/ironlb/proxy"
 	"github.com/ironlb/ironlb/proxy/iptables"
 	"github.com/ironlb/ironlb/speaker"
@@ -143,7 +144,7 @@ func run(ctx context.Context, o options) error {
 		return fmt.Errorf("kubeconfig: %w", err)
 	}
 	cfg.UserAgent = "ironlb-speaker/" + o.nodeName
-	client, err := kubernetes.NewForConfig(cfg)
+	client, err := kubernetes.NewForConfig(kubeclient.Builtin(cfg))
 	if err != nil {
 		return err
 	}

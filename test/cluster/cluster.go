@@ -66,6 +66,9 @@ type Config struct {
 	// benchmarks that count requests by client. It costs the API server a
 	// JSON line per request.
 	Audit bool
+	// Profiling serves the API server's /debug/pprof (to system:masters),
+	// for benchmarks that profile it; off otherwise.
+	Profiling bool
 }
 
 // Cluster is a running control plane.
@@ -244,7 +247,7 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 		"--authorization-mode=RBAC",
 		"--anonymous-auth=false",
 		"--allow-privileged=true",
-		"--profiling=false",
+		"--profiling=" + strconv.FormatBool(cfg.Profiling),
 		"--endpoint-reconciler-type=" + endpointReconciler(cfg.AdvertiseAddress),
 		"--v=0",
 	}

@@ -40,7 +40,9 @@ type Options struct {
 	SingleStack bool
 	// Audit logs every API request's metadata (cluster.Config.Audit).
 	Audit bool
-	Log   io.Writer
+	// Profiling serves the API server's /debug/pprof (cluster.Config.Profiling).
+	Profiling bool
+	Log       io.Writer
 }
 
 // Env is a running lab with a control plane.
@@ -57,6 +59,7 @@ type Env struct {
 	extra      []*cluster.Cluster // further control planes (StartControlPlane)
 	speaker    speakerState       // shared by the speakers and kube-proxies (speaker.go)
 	audit      bool               // Options.Audit
+	profiling  bool               // Options.Profiling
 }
 
 // PIDs are the processes this Env started: the control plane, controllers and
@@ -180,6 +183,7 @@ func Up(ctx context.Context, opts Options) (_ *Env, err error) {
 		}
 	}()
 	e.audit = opts.Audit
+	e.profiling = opts.Profiling
 	if e.Cluster, err = e.startControlPlane(ctx, "cp", 0, opts.IPv6 && !opts.SingleStack, false); err != nil {
 		return nil, err
 	}
@@ -210,6 +214,7 @@ func (e *Env) startControlPlane(ctx context.Context, dir string, port int, dualS
 		Port:             port,
 		Binaries:         e.Bins,
 		Audit:            e.audit && dir == "cp",
+		Profiling:        e.profiling && dir == "cp",
 	})
 	if err != nil {
 		return nil, fmt.Errorf("starting the control plane: %w", err)
