@@ -16,6 +16,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
@@ -82,13 +83,19 @@ func InNS(name string, fn func() error) error {
 	return <-errc
 }
 
-// ServeTCP listens on addr inside namespace ns and runs handle on its own
-// goroutine for every connection, until the test ends (the listener is closed
-// in t.Cleanup). handle owns the connection and closes it.
+// ServeTCP listens on addr ("192.0.2.1:80", "[2001:db8::1]:80") inside
+// namespace ns and runs handle on its own goroutine for every connection,
+// until the test ends (the listener is closed in t.Cleanup). handle owns the
+// connection and closes it. An address without an IPv6 host listens on IPv4
+// only.
 func ServeTCP(t testing.TB, ns, addr string, handle func(net.Conn)) {
 	t.Helper()
+	network := "tcp4"
+	if ap, err := netip.ParseAddrPort(addr); err == nil && ap.Addr().Is6() {
+		network = "tcp6"
+	}
 	var ln net.Listener
-	if err := InNS(ns, func() (err error) { ln, err = net.Listen("tcp4", addr); return err }); err != nil {
+	if err := InNS(ns, func() (err error) { ln, err = net.Listen(network, addr); return err }); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })

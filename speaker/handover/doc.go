@@ -32,6 +32,12 @@
 // (the client is on the same link). M is bit 12 (0x1000) and T 7327 by
 // default (see the constants for why).
 //
+// IPv4 and IPv6 work alike (iptables and ip6tables, an ip rule and a table
+// per family), and both are proven with real kernels: one test runs each case
+// over a LAN of each family. Neighbour discovery is untouched by the rules:
+// its messages are not TCP and conntrack does not track them, so they carry
+// no mark; the new node finds the old one by NDP as for any next hop.
+//
 // # Use
 //
 //	f, err := handover.New(handover.Config{Registerer: reg})
@@ -59,15 +65,24 @@
 // sends nothing during the window is reset at its next packet, as without
 // forwarding; one forwarded during the window loses its path when the window
 // ends (this node then drops its packets), so the window bounds how long a
-// connection may outlive a handover. The old node's address must be on a link of this node
-// (a route via a router would bring the packets back here); otherwise Forward
-// fails and the connections are reset, as before. A packet of a connection
-// that no node knows, for an address handed back and forth within one
-// window, can go round the nodes until its TTL ends. Needs
-// nf_conntrack_tcp_loose (the default): without it the mid-stream packet is
-// INVALID and not marked. Forwarding the packets out of the link they came
-// in on makes this node send ICMP redirects to the client (a few, rate
-// limited); clients ignore them, since they reach the address on-link.
+// connection may outlive a handover. The old node's address must be on a
+// link of this node (a route via a router would bring the packets back
+// here); otherwise Forward fails and the connections are reset, as before.
+// With IPv6 that takes an on-link route to the nodes' prefix (SLAAC, a
+// configured /64, a router advertisement's on-link flag): nodes holding only
+// DHCPv6 /128 addresses without one reach each other via the router, and
+// their IPv6 connections are reset. The node must forward the family
+// (net.ipv4.ip_forward, net.ipv6.conf.all.forwarding), as a node that DNATs
+// to pods on other nodes does; the package does not set it (turning IPv6
+// forwarding on stops a node taking router advertisements unless accept_ra
+// is 2). A packet of a connection that no node knows, for an address handed
+// back and forth within one window, can go round the nodes until its TTL
+// ends. Needs nf_conntrack_tcp_loose (the default, for both families):
+// without it the mid-stream packet is INVALID and not marked. Forwarding IPv4
+// packets out of the link they came in on makes this node send ICMP redirects
+// to the client (a few, rate limited); clients ignore them, since they reach
+// the address on-link. IPv6 sends none: the next hop, the old node's address,
+// is not link-local.
 //
 // # Costs
 //
