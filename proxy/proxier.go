@@ -505,7 +505,7 @@ func (p *Proxier) syncOnce(ctx context.Context) error {
 		p.metrics.rules.WithLabelValues(fam, "nat").Set(float64(res.natRules))
 		p.metrics.rules.WithLabelValues(fam, "filter").Set(float64(res.filterRules))
 		klog.V(2).InfoS("Proxy sync done", "family", fam, "kind", kind, "services", len(snaps),
-			"restoreBytes", res.restoreBytes, "elapsed", time.Since(start))
+			"restoreBytes", res.restoreBytes, "restores", res.restores, "restoreTime", res.restoreTime, "elapsed", time.Since(start))
 		if len(res.staleUDP) > 0 {
 			m := newStaleMatcher(res.staleUDP)
 			n, err := p.cfg.Conntrack.DeleteFlows(f.gen.family, m.stale)

@@ -678,3 +678,42 @@ func TestFailedSyncCountedAndRepairedByAFullSync(t *testing.T) {
 		t.Errorf("after the repair the NodePort reaches %v, want the three endpoints", seen)
 	}
 }
+
+// slowRestore is a model whose restores take at least d, like a big table's.
+type slowRestore struct {
+	*iptables.Model
+	d time.Duration
+}
+
+func (s slowRestore) Restore(ctx context.Context, data []byte) error {
+	time.Sleep(s.d)
+	return s.Model.Restore(ctx, data)
+}
+
+// The sync log splits a sync's time into the restores and the rest: the
+// restore time covers every restore of the sync and nothing of a sync that
+// writes nothing.
+func TestSyncReportsRestoreTime(t *testing.T) {
+	p, err := New(Config{NodeName: "node1", ClusterCIDRs: []netip.Prefix{podCIDR},
+		IPTables: []iptables.Interface{slowRestore{iptables.NewModel(iptables.IPv4), 20 * time.Millisecond}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := p.families[0]
+	ctx := context.Background()
+	snap := serviceSnapshot{name: typesName("ns", "a"), svc: service("ns", "a", "198.19.0.10")}
+	res, err := f.sync(ctx, []serviceSnapshot{snap}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.restores != 1 || res.restoreTime < 20*time.Millisecond {
+		t.Errorf("full sync: %d restores in %v, want 1 restore of at least 20ms", res.restores, res.restoreTime)
+	}
+	res, err = f.sync(ctx, nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.restores != 0 || res.restoreTime != 0 {
+		t.Errorf("empty sync: %d restores in %v, want none", res.restores, res.restoreTime)
+	}
+}
