@@ -97,15 +97,18 @@ func splitTables(data []byte) [][]byte {
 // picked at random in 198.19.0.0/16 and arrive while the proxy runs: each
 // sync takes the next IRONLB_BENCH_BATCH Services (default 64) and the
 // EndpointSlices of the batch before, so the Service chains are made over
-// about 160 restores in arrival order, not address order. 24 Services never
+// about 160 restores in arrival order, not address order. 32 Services never
 // get endpoints until they are measured. Then the change is measured 8
 // times; each sample logs every restore it ran (bytes, wall, user and system
 // time). IRONLB_BENCH_PER_TABLE=1 sends each table of a restore as its own
 // iptables-restore, to see what each table's commit costs. After the
-// samples, a full sync rewrites the table in address order and the change is
-// measured again ("after-full"); then every Service's endpoints change once,
-// in random order, a batch per sync (as rolling updates do over time), and
-// the change is measured a third time ("after-churn"). IRONLB_BENCH_SAVE=DIR writes the iptables-save
+// samples, the relayout the sync loop would run (Proxier.relayout: a full
+// sync, since partial syncs wrote every chain) rewrites the table in walk
+// order and the change is measured again ("after-relayout"); then every
+// Service's endpoints change once, in random order, a batch per sync (as
+// rolling updates do over time), and the change is measured a third time
+// ("after-churn"), and once more after the next relayout
+// ("after-churn-relayout"). IRONLB_BENCH_SAVE=DIR writes the iptables-save
 // of both tables, as built, to DIR/nat.save and DIR/filter.save.
 //
 // It needs root; run it alone (it takes about a minute and a core; -benchtime 1x only):
@@ -131,7 +134,7 @@ func BenchmarkRealLabChange10k(b *testing.B) {
 	p := benchProxier(b, timedIPT{nsIPT: nsIPT{exec: iptables.NewExec(iptables.IPv4), ns: ns}, perTable: perTable, costs: &costs})
 	ctx := context.Background()
 
-	const n, k, waiting = 10000, 10, 24
+	const n, k, waiting = 10000, 10, 32
 	rng := rand.New(rand.NewPCG(7, 7))
 	seen := map[netip.Addr]bool{}
 	ips := make([]netip.Addr, 0, n+waiting)
@@ -221,11 +224,20 @@ func BenchmarkRealLabChange10k(b *testing.B) {
 		b.ReportMetric(ms64(d[len(d)/2]), name+"-ms-median")
 		b.ReportMetric(ms64(d[len(d)-1]), name+"-ms-worst")
 	}
+	// relayout is what the loop does on a SyncPeriod tick without pending
+	// changes (Proxier.relayout), timed.
+	relayout := func(when string) {
+		if !p.relayout() {
+			b.Fatalf("%s: no relayout due", when)
+		}
+		t0 := time.Now()
+		sync()
+		b.Logf("%s: relayout (a full sync) %v", when, time.Since(t0).Round(time.Millisecond))
+	}
 	for range b.N {
 		measure("lab-order", 8)
-		p.markFull()
-		sync()
-		measure("after-full", 8)
+		relayout("after the build")
+		measure("after-relayout", 8)
 		// Churn: every Service's endpoints change once, in random order,
 		// a batch per sync, as rolling updates would do over time.
 		gen++
@@ -239,5 +251,7 @@ func BenchmarkRealLabChange10k(b *testing.B) {
 			sync()
 		}
 		measure("after-churn", 8)
+		relayout("after the churn")
+		measure("after-churn-relayout", 8)
 	}
 }

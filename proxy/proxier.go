@@ -288,7 +288,9 @@ func (p *Proxier) onNode(o any) {
 }
 
 // loop syncs when changes arrive, at most once per MinSyncPeriod, checks the
-// canaries every SyncPeriod and rewrites everything every FullSyncPeriod.
+// canaries every SyncPeriod and rewrites everything every FullSyncPeriod, or
+// on a SyncPeriod tick without pending changes once partial syncs have
+// rewritten half of the Service chains (relayout).
 //
 // The canary check runs beside the loop, not in it: it is one iptables
 // command per rule looked for, and at 10,000 Services each took 0.25-0.45 s
@@ -352,9 +354,31 @@ func (p *Proxier) loop(ctx context.Context) {
 			if time.Since(p.lastFullTime()) >= p.cfg.FullSyncPeriod {
 				p.markFull()
 				pending = true
+			} else if !pending && p.relayout() {
+				pending = true
 			}
 		}
 	}
+}
+
+// relayout marks for a full sync every family whose chains partial syncs
+// have mostly rewritten (familySyncer.relayoutDue) and reports whether any
+// was. It runs on the canary tick when no change is waiting, so it happens at
+// most once per SyncPeriod and never ahead of a change.
+func (p *Proxier) relayout() bool {
+	p.syncMu.Lock()
+	defer p.syncMu.Unlock()
+	due := false
+	for i, f := range p.families {
+		if p.needFull[i] || !f.relayoutDue() {
+			continue
+		}
+		klog.InfoS("Proxy chains rewritten since the last full sync are scattered in kernel memory; rewriting everything in the order the kernel walks it",
+			"family", f.gen.family, "moved", len(f.moved), "chains", f.chains)
+		p.needFull[i] = true
+		due = true
+	}
+	return due
 }
 
 func (p *Proxier) lastFullTime() time.Time {
