@@ -50,7 +50,9 @@ type Config struct {
 	// batched (kube-proxy's --iptables-min-sync-period). Default 1s.
 	MinSyncPeriod time.Duration
 	// SyncPeriod is how often the canary rules are checked; a missing one (an
-	// external flush) triggers a full sync. Default 30s.
+	// external flush) triggers a full sync. It is also how often the proxy
+	// looks whether a relayout (a full sync once partial syncs have rewritten
+	// half of the Service chains; see the package doc) is due. Default 30s.
 	SyncPeriod time.Duration
 	// FullSyncPeriod is how often everything is rewritten. Default 1h.
 	FullSyncPeriod time.Duration
