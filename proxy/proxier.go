@@ -50,7 +50,9 @@ type Config struct {
 	// batched (kube-proxy's --iptables-min-sync-period). Default 1s.
 	MinSyncPeriod time.Duration
 	// SyncPeriod is how often the canary rules are checked; a missing one (an
-	// external flush) triggers a full sync. Default 30s.
+	// external flush) triggers a full sync. It is also how often the proxy
+	// looks whether a relayout (a full sync once partial syncs have rewritten
+	// half of the Service chains; see the package doc) is due. Default 30s.
 	SyncPeriod time.Duration
 	// FullSyncPeriod is how often everything is rewritten. Default 1h.
 	FullSyncPeriod time.Duration
@@ -288,7 +290,9 @@ func (p *Proxier) onNode(o any) {
 }
 
 // loop syncs when changes arrive, at most once per MinSyncPeriod, checks the
-// canaries every SyncPeriod and rewrites everything every FullSyncPeriod.
+// canaries every SyncPeriod and rewrites everything every FullSyncPeriod, or
+// on a SyncPeriod tick without pending changes once partial syncs have
+// rewritten half of the Service chains (relayout).
 //
 // The canary check runs beside the loop, not in it: it is one iptables
 // command per rule looked for, and at 10,000 Services each took 0.25-0.45 s
@@ -352,9 +356,31 @@ func (p *Proxier) loop(ctx context.Context) {
 			if time.Since(p.lastFullTime()) >= p.cfg.FullSyncPeriod {
 				p.markFull()
 				pending = true
+			} else if !pending && p.relayout() {
+				pending = true
 			}
 		}
 	}
+}
+
+// relayout marks for a full sync every family whose chains partial syncs
+// have mostly rewritten (familySyncer.relayoutDue) and reports whether any
+// was. It runs on the canary tick when no change is waiting, so it happens at
+// most once per SyncPeriod and never ahead of a change.
+func (p *Proxier) relayout() bool {
+	p.syncMu.Lock()
+	defer p.syncMu.Unlock()
+	due := false
+	for i, f := range p.families {
+		if p.needFull[i] || !f.relayoutDue() {
+			continue
+		}
+		klog.InfoS("Proxy chains rewritten since the last full sync are scattered in kernel memory; rewriting everything in the order the kernel walks it",
+			"family", f.gen.family, "moved", len(f.moved), "chains", f.chains)
+		p.needFull[i] = true
+		due = true
+	}
+	return due
 }
 
 func (p *Proxier) lastFullTime() time.Time {
@@ -505,7 +531,7 @@ func (p *Proxier) syncOnce(ctx context.Context) error {
 		p.metrics.rules.WithLabelValues(fam, "nat").Set(float64(res.natRules))
 		p.metrics.rules.WithLabelValues(fam, "filter").Set(float64(res.filterRules))
 		klog.V(2).InfoS("Proxy sync done", "family", fam, "kind", kind, "services", len(snaps),
-			"restoreBytes", res.restoreBytes, "elapsed", time.Since(start))
+			"restoreBytes", res.restoreBytes, "restores", res.restores, "restoreTime", res.restoreTime, "elapsed", time.Since(start))
 		if len(res.staleUDP) > 0 {
 			m := newStaleMatcher(res.staleUDP)
 			n, err := p.cfg.Conntrack.DeleteFlows(f.gen.family, m.stale)

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
@@ -47,8 +48,11 @@ type syncResult struct {
 	full         bool
 	restoreBytes int
 	restores     int
-	natRules     int
-	filterRules  int
+	// restoreTime is the time spent in iptables-restore (at 10,000
+	// Services nearly all of it the kernel validating the table).
+	restoreTime time.Duration
+	natRules    int
+	filterRules int
 	// staleUDP lists the UDP Service ports whose serving endpoints lost members.
 	staleUDP []staleService
 }
@@ -81,6 +85,12 @@ type familySyncer struct {
 	// owned names, per table, every chain this process may have made and not
 	// seen deleted: a full sync deletes those it does not write.
 	owned map[iptables.Table]map[string]bool
+
+	// chains counts the Service port chains held now; moved names those of
+	// them that partial syncs wrote since the last full sync (see
+	// relayoutDue).
+	chains int
+	moved  map[string]bool
 
 	// batches hold Service chains written before the final restore.
 	batches   []*tableBuf
@@ -124,6 +134,27 @@ func (s *familySyncer) reset() {
 	s.byService = map[types.NamespacedName][]servicePortName{}
 	s.hairpin = map[netip.Addr]int{}
 	s.rules = map[iptables.Table]int{}
+	s.chains = 0
+	s.moved = map[string]bool{}
+}
+
+// relayoutMinChains is the fewest moved chains that make relayoutDue true:
+// below it the kernel's walk is short anyway.
+var relayoutMinChains = 1000
+
+// relayoutDue reports whether at least half of the Service port chains (and
+// at least relayoutMinChains) were written by partial syncs since the last
+// full sync. The kernel's validation walk on every commit reads the rules in
+// the order the dispatch trees reach them; a full sync writes them in that
+// order into fresh memory, while a partial sync puts a rewritten chain
+// wherever the allocator has room. At 10,000 Services x 10 endpoints a
+// one-Service change took 92-104 ms after a full sync and 124-172 ms once
+// every Service chain had been rewritten by partial syncs (or had arrived
+// after the full sync), and a full sync brought it back
+// (BenchmarkRealLabChange10k). A full sync costs about as much CPU as 25 of
+// those commits, so one per half of the table rewritten is cheap.
+func (s *familySyncer) relayoutDue() bool {
+	return len(s.moved) >= relayoutMinChains && 2*len(s.moved) >= s.chains
 }
 
 // natNodePortLetters name the nat NodePort trees of protocolsSupported.
@@ -204,7 +235,7 @@ func (s *familySyncer) sync(ctx context.Context, snaps []serviceSnapshot, full b
 		own(iptables.TableNAT, b) // before the attempt: a failed one may have made some
 		res.restoreBytes += in.Len()
 		res.restores++
-		if err := s.ipt.Restore(ctx, in.Bytes()); err != nil {
+		if err := s.restore(ctx, in.Bytes(), &res); err != nil {
 			return res, fmt.Errorf("%s restore (full=%v, batch %d of %d): %w", s.gen.family, full, res.restores, len(early)+1, err)
 		}
 	}
@@ -241,7 +272,7 @@ func (s *familySyncer) sync(ctx context.Context, snaps []serviceSnapshot, full b
 	s.lastBytes = res.restoreBytes
 	if in.Len() > 0 {
 		res.restores++
-		if err := s.ipt.Restore(ctx, in.Bytes()); err != nil {
+		if err := s.restore(ctx, in.Bytes(), &res); err != nil {
 			return res, fmt.Errorf("%s restore (full=%v): %w", s.gen.family, full, err)
 		}
 	}
@@ -256,6 +287,7 @@ func (s *familySyncer) sync(ctx context.Context, snaps []serviceSnapshot, full b
 	if full {
 		s.rules[iptables.TableNAT] = 0
 		s.rules[iptables.TableFilter] = 0
+		clear(s.moved) // written in walk order, into fresh memory
 	}
 	for _, b := range append(s.batches, nat) {
 		s.rules[iptables.TableNAT] += b.delta
@@ -263,6 +295,14 @@ func (s *familySyncer) sync(ctx context.Context, snaps []serviceSnapshot, full b
 	s.rules[iptables.TableFilter] += filter.delta
 	res.natRules, res.filterRules = s.rules[iptables.TableNAT], s.rules[iptables.TableFilter]
 	return res, nil
+}
+
+// restore runs one iptables-restore and adds its duration to res.
+func (s *familySyncer) restore(ctx context.Context, in []byte, res *syncResult) error {
+	start := time.Now()
+	err := s.ipt.Restore(ctx, in)
+	res.restoreTime += time.Since(start)
+	return err
 }
 
 // joinArgs renders arguments for restore input, quoting those with blanks.
@@ -343,6 +383,10 @@ func (s *familySyncer) diff(old, cur *spState, w, final *tableBuf) {
 			if !had || o.hash != c.hash {
 				rc := cur.rules.chains[i]
 				w.chain(c.name, rc.rules, rc.nrules, o.nrules, had)
+				s.moved[c.name] = true // cleared by a full sync
+			}
+			if !had {
+				s.chains++
 			}
 			delete(oldChains, c.name)
 		}
@@ -350,6 +394,8 @@ func (s *familySyncer) diff(old, cur *spState, w, final *tableBuf) {
 	}
 	for _, o := range oldChains {
 		final.remove(o.name, o.nrules)
+		delete(s.moved, o.name)
+		s.chains--
 	}
 
 	type tk struct {

@@ -678,3 +678,137 @@ func TestFailedSyncCountedAndRepairedByAFullSync(t *testing.T) {
 		t.Errorf("after the repair the NodePort reaches %v, want the three endpoints", seen)
 	}
 }
+
+// slowRestore is a model whose restores take at least d, like a big table's.
+type slowRestore struct {
+	*iptables.Model
+	d time.Duration
+}
+
+func (s slowRestore) Restore(ctx context.Context, data []byte) error {
+	time.Sleep(s.d)
+	return s.Model.Restore(ctx, data)
+}
+
+// The sync log splits a sync's time into the restores and the rest: the
+// restore time covers every restore of the sync and nothing of a sync that
+// writes nothing.
+func TestSyncReportsRestoreTime(t *testing.T) {
+	p, err := New(Config{NodeName: "node1", ClusterCIDRs: []netip.Prefix{podCIDR},
+		IPTables: []iptables.Interface{slowRestore{iptables.NewModel(iptables.IPv4), 20 * time.Millisecond}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := p.families[0]
+	ctx := context.Background()
+	snap := serviceSnapshot{name: typesName("ns", "a"), svc: service("ns", "a", "198.19.0.10")}
+	res, err := f.sync(ctx, []serviceSnapshot{snap}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.restores != 1 || res.restoreTime < 20*time.Millisecond {
+		t.Errorf("full sync: %d restores in %v, want 1 restore of at least 20ms", res.restores, res.restoreTime)
+	}
+	res, err = f.sync(ctx, nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.restores != 0 || res.restoreTime != 0 {
+		t.Errorf("empty sync: %d restores in %v, want none", res.restores, res.restoreTime)
+	}
+}
+
+// A relayout (a full sync that writes every chain again in the order the
+// kernel walks them) is due once partial syncs have written half of the
+// Service chains since the last full sync, counting each chain once and
+// forgetting deleted ones; the full sync starts the count again.
+func TestRelayoutDueWhenHalfTheChainsMoved(t *testing.T) {
+	old := relayoutMinChains
+	relayoutMinChains = 3
+	t.Cleanup(func() { relayoutMinChains = old })
+	e := newEnv(t)
+	f := e.p.families[0]
+	setEndpoints := func(i int, octet int) {
+		e.add(slice("bulk", fmt.Sprint("s", i), fmt.Sprint("s", i, "-a"), httpPort(8080), ep{ip: fmt.Sprintf("198.18.%d.%d", octet, i+1), node: "node2"}))
+	}
+	for i := range 10 {
+		e.add(service("bulk", fmt.Sprint("s", i), bulkIP(i)))
+		setEndpoints(i, 5)
+	}
+	e.sync()
+	if f.chains != 10 || f.relayoutDue() {
+		t.Fatalf("after the first (full) sync: %d chains, due %v; want 10 chains, not due", f.chains, f.relayoutDue())
+	}
+	for i := range 4 {
+		setEndpoints(i, 6)
+		e.sync()
+		setEndpoints(i, 7) // the same chain again: still one moved chain
+		e.sync()
+	}
+	if f.relayoutDue() {
+		t.Errorf("4 of 10 chains rewritten: relayout due, want not yet")
+	}
+	setEndpoints(4, 6)
+	e.sync()
+	if !f.relayoutDue() {
+		t.Errorf("5 of 10 chains rewritten: relayout not due")
+	}
+	for i := range 3 {
+		e.deleteService("bulk", fmt.Sprint("s", i))
+	}
+	e.sync()
+	if f.chains != 7 || f.relayoutDue() {
+		t.Errorf("3 moved Services deleted: %d chains, due %v; want 7 chains (2 of them moved), not due", f.chains, f.relayoutDue())
+	}
+	for i := 5; i < 8; i++ {
+		setEndpoints(i, 6)
+	}
+	e.sync()
+	if !f.relayoutDue() {
+		t.Errorf("5 of 7 chains rewritten: relayout not due")
+	}
+	e.p.markFull()
+	e.sync()
+	if f.relayoutDue() {
+		t.Errorf("after a full sync: relayout still due")
+	}
+}
+
+// The loop runs the relayout on its own, on a SyncPeriod tick, and the
+// rules stay what they were.
+func TestLoopRelayouts(t *testing.T) {
+	old := relayoutMinChains
+	relayoutMinChains = 2
+	t.Cleanup(func() { relayoutMinChains = old })
+	reg := prometheus.NewPedanticRegistry()
+	e := newEnv(t, func(c *Config) {
+		c.Registerer = reg
+		c.SyncPeriod = 20 * time.Millisecond
+		c.MinSyncPeriod = 10 * time.Millisecond
+	})
+	for i := range 3 {
+		e.add(service("bulk", fmt.Sprint("s", i), bulkIP(i)),
+			slice("bulk", fmt.Sprint("s", i), fmt.Sprint("s", i, "-a"), httpPort(8080), ep{ip: fmt.Sprintf("198.18.5.%d", i+1), node: "node2"}))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { e.p.loop(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	full := func() float64 { return testutil.ToFloat64(e.p.metrics.syncs.WithLabelValues("IPv4", "full")) }
+	waitFor(t, "first sync", func() bool { return full() == 1 })
+	for i := range 2 {
+		e.add(slice("bulk", fmt.Sprint("s", i), fmt.Sprint("s", i, "-a"), httpPort(8080), ep{ip: fmt.Sprintf("198.18.6.%d", i+1), node: "node3"}))
+	}
+	waitFor(t, "a full sync after 2 of 3 chains were rewritten", func() bool { return full() == 2 })
+	for i := range 3 {
+		want := fmt.Sprintf("198.18.5.%d", i+1)
+		if i < 2 {
+			want = fmt.Sprintf("198.18.6.%d", i+1)
+		}
+		got := summarize(e.traceLocked(pkt("198.18.1.5", bulkIP(i), 80))).endpoints
+		if len(got) != 1 || !strings.HasPrefix(got[0], want+":") {
+			t.Errorf("s%d after the relayout reaches %v, want %s", i, got, want)
+		}
+	}
+	checkConsistent(t, e.m4)
+}
