@@ -15,7 +15,8 @@
 // old node's address, instead of DNATing them:
 //
 //	mangle PREROUTING -> IRONLB-HANDOVER:
-//	  -d VIP -p tcp ! --syn -m conntrack --ctstate NEW  -j CONNMARK --set-xmark M/M   (one per address)
+//	  -d VIP -p tcp ! --syn -m conntrack --ctstate NEW -m time --datestop END
+//	                                                     -j CONNMARK --set-xmark M/M   (one per address)
 //	  -m connmark --mark M/M                             -j MARK --set-xmark M/M
 //	nat PREROUTING, first rule -> IRONLB-HANDOVER:
 //	  -m mark --mark M/M -j ACCEPT        (no DNAT: before KUBE-SERVICES / IRONLB-SERVICES)
@@ -56,6 +57,11 @@
 // still be relayed to the first owner. So a stopping speaker detaches, and
 // the next process adopts the forwards whose windows have not ended (each
 // rule's comment records its previous owner and end) and ends them on time.
+// Without a next process (the speaker removed, or replaced by another
+// implementation) the kernel ends them: the per-address rule matches only
+// until the window's end (the time match, rounded up to the second), so no
+// connection is picked up for the old owner after it; connections forwarded
+// during the window keep their route until Cleanup or the next Prepare.
 // Close and Cleanup ("ironlb-speaker --cleanup") remove the chains, the rule
 // and the table's routes.
 //

@@ -123,13 +123,34 @@ func TestParseForwards(t *testing.T) {
 -A IRONLB-HANDOVER -d 192.0.2.0/24 -p tcp -m comment --comment "handed over from 192.0.2.12 until 2026-11-26T12:01:00Z" -j CONNMARK --set-xmark 0x1000/0x1000
 -A IRONLB-HANDOVER -d 192.0.2.201/32 -p tcp -m comment --comment "handed over from 2001:db8::12 until 2026-11-26T12:01:00Z" -j CONNMARK --set-xmark 0x1000/0x1000
 -A IRONLB-HANDOVER -d 192.0.2.202/32 -p tcp -m comment --comment "handed over from 192.0.2.12 until tomorrow" -j CONNMARK --set-xmark 0x1000/0x1000
+-A IRONLB-HANDOVER -d 192.0.2.203/32 -p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN -m conntrack --ctstate NEW -m time --datestop 2026-11-26T12:01:00 -m comment --comment "handed over from 192.0.2.13 until 2026-11-26T12:01:00Z" -j CONNMARK --set-xmark 0x1000/0x1000
 -A IRONLB-HANDOVER -m connmark --mark 0x1000/0x1000 -j MARK --set-xmark 0x1000/0x1000
 COMMIT
 `
-	// Only the first is a forward: a prefix, a family mismatch and a bad
+	// The first and the last are forwards (the last as this version writes
+	// it, with the kernel's end); a prefix, a family mismatch and a bad
 	// time are skipped.
-	if got, want := parseForwards([]byte(save)), []Forward{{vipA, node2, until}}; !slices.Equal(got, want) {
+	vipD := netip.MustParseAddr("192.0.2.203")
+	if got, want := parseForwards([]byte(save)), []Forward{{vipA, node2, until}, {vipD, node3, until}}; !slices.Equal(got, want) {
 		t.Fatalf("iptables-save: got %v, want %v", got, want)
+	}
+}
+
+// The kernel ends a window at the next whole second, never before the
+// process does (which would cut connections the process still forwards).
+func TestKernelStop(t *testing.T) {
+	for _, c := range []struct {
+		until time.Time
+		want  string
+	}{
+		{time.Date(2026, 11, 26, 12, 1, 0, 0, time.UTC), "2026-11-26T12:01:00"},
+		{time.Date(2026, 11, 26, 12, 1, 0, 1, time.UTC), "2026-11-26T12:01:01"},
+		{time.Date(2026, 11, 26, 23, 59, 59, 500e6, time.UTC), "2026-11-27T00:00:00"},
+		{time.Date(2026, 11, 26, 13, 1, 0, 0, time.FixedZone("CET", 3600)), "2026-11-26T12:01:00"},
+	} {
+		if got := kernelStop(c.until); got != c.want {
+			t.Errorf("kernelStop(%v) = %s, want %s", c.until, got, c.want)
+		}
 	}
 }
 

@@ -72,10 +72,11 @@ func staticRules(fam iptables.Family, bit int, fwds []Forward) []byte {
 
 // forwardRules is the mangle table's restore input for the forwards of one
 // family: the first packet of a TCP connection this node does not know
-// (conntrack NEW without SYN: picked up mid-stream) to a forwarded address
-// marks its connection (its comment records the forward, so that the next
-// speaker process finds it: parseForwards); every packet of a marked connection gets the packet
-// mark, which selects the routing table with the route to the previous owner.
+// (conntrack NEW without SYN: picked up mid-stream) to a forwarded address,
+// until the forward's end (kernelStop), marks its connection (its comment
+// records the forward, so that the next speaker process finds it:
+// parseForwards); every packet of a marked connection gets the packet mark,
+// which selects the routing table with the route to the previous owner.
 func forwardRules(fam iptables.Family, bit int, fwds []Forward) string {
 	var b strings.Builder
 	mark := markArg(bit)
@@ -84,11 +85,23 @@ func forwardRules(fam iptables.Family, bit int, fwds []Forward) string {
 		if f.VIP.Is4() != (fam == iptables.IPv4) {
 			continue
 		}
-		fmt.Fprintf(&b, "-A %s -d %s -p tcp ! --syn -m conntrack --ctstate NEW -m comment --comment \"handed over from %s until %s\" -j CONNMARK --set-xmark %s\n",
-			Chain, netip.PrefixFrom(f.VIP, f.VIP.BitLen()), f.Via, f.Until.UTC().Format(time.RFC3339), mark)
+		fmt.Fprintf(&b, "-A %s -d %s -p tcp ! --syn -m conntrack --ctstate NEW -m time --datestop %s -m comment --comment \"handed over from %s until %s\" -j CONNMARK --set-xmark %s\n",
+			Chain, netip.PrefixFrom(f.VIP, f.VIP.BitLen()), kernelStop(f.Until), f.Via, f.Until.UTC().Format(time.RFC3339), mark)
 	}
 	fmt.Fprintf(&b, "-A %s -m connmark --mark %s -j MARK --set-xmark %s\nCOMMIT\n", Chain, mark, mark)
 	return b.String()
+}
+
+// kernelStop is until as the time match's --datestop (UTC, whole seconds),
+// rounded up so that the kernel never ends a window before the process does:
+// the process ends it on time, and the kernel ends it by itself when no
+// speaker process is left to (the speaker was removed, not restarted).
+func kernelStop(until time.Time) string {
+	u := until.UTC()
+	if t := u.Truncate(time.Second); t.Before(u) {
+		u = t.Add(time.Second)
+	}
+	return u.Format("2006-01-02T15:04:05")
 }
 
 // forwardRE matches a per-address rule of the mangle chain as iptables-save

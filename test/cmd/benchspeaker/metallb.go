@@ -102,6 +102,15 @@ func (b *bench) runMetalLB(ctx context.Context) ([]string, error) {
 			return nil, err
 		}
 	}
+	// What an operator removing ironlb runs: without it, the handover
+	// forwards of ironlb's last planned-restart trials (they outlive the
+	// process, for the next one to adopt) would relay MetalLB's connections
+	// to the old owners until their windows end.
+	for i := 1; i <= env.Lab.Nodes(); i++ {
+		if err := env.CleanupSpeaker(ctx, i); err != nil {
+			return nil, err
+		}
+	}
 	m := &metallbSpeakers{bin: bin, starts: map[string]int{}, nudged: map[string]time.Time{}}
 	if err := m.install(ctx, env, crds); err != nil {
 		return nil, err
