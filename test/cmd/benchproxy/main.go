@@ -21,7 +21,9 @@
 //	(c) new-connection latency (TCP connect, SYN to SYN-ACK) from lanclient to
 //	    random Services' ClusterIPs routed through the proxy's node, p50/p99,
 //	    at the small and at the full size, and to an endpoint directly (no
-//	    Service) as the floor.
+//	    Service) as the floor; each proxy measured with the other two
+//	    stopped, as in (b) alone (kube-proxy's iptables mode otherwise keeps a
+//	    core busy with restores that never finish at the full size).
 //
 // The endpoints answer: a sink pod on node4 owns 198.18.64.0/18 (a local
 // route) and accepts on ports 8080-8086, and every node routes that prefix to
@@ -493,24 +495,37 @@ func (b *bench) startProxies(ctx context.Context) error {
 // process groups (with any iptables-restore or nft they are running) are
 // stopped; they continue afterwards, also on failure.
 func (b *bench) measureAlone(ctx context.Context, i int, name, clusterIP string, within time.Duration) change {
+	resume, err := b.stopOthers(i)
+	defer resume()
+	if err != nil {
+		return change{err: err.Error()}
+	}
+	return b.measureOn(ctx, []int{i}, name, clusterIP, within)[0]
+}
+
+// stopOthers stops (SIGSTOP) the process groups of every proxy but the i-th,
+// as on a real node, where a proxy does not share its CPU with two others
+// (kube-proxy's iptables mode at 10,000 Services keeps a core busy with
+// restores that do not finish); resume continues them.
+func (b *bench) stopOthers(i int) (resume func(), err error) {
 	var stopped []int
-	defer func() {
+	resume = func() {
 		for _, pgid := range stopped {
 			if err := syscall.Kill(-pgid, syscall.SIGCONT); err != nil {
 				say("continuing process group %d: %v", pgid, err)
 			}
 		}
-	}()
+	}
 	for j, p := range b.proxies {
 		if j == i || p.process == nil {
 			continue
 		}
 		if err := syscall.Kill(-p.process.Pid(), syscall.SIGSTOP); err != nil {
-			return change{err: fmt.Sprintf("stopping %s: %v", p.name, err)}
+			return resume, fmt.Errorf("stopping %s: %v", p.name, err)
 		}
 		stopped = append(stopped, p.process.Pid())
 	}
-	return b.measureOn(ctx, []int{i}, name, clusterIP, within)[0]
+	return resume, nil
 }
 
 // allProgrammed waits until target answers through every proxy's node.
@@ -632,33 +647,48 @@ func (b *bench) latencies(ctx context.Context, slot func(*proxy) *latency) error
 		}
 		files[name] = f
 	}
-	for _, p := range b.proxies {
+	for i, p := range b.proxies {
 		if p.behind != "" && len(targets) == b.o.services {
 			say("(c) %d Services, through %s: not measured: %s", len(targets), p.name, p.behind)
 			continue
 		}
-		via := l.NodeIP(p.node).String()
-		for _, dst := range []string{serviceCIDR, sinkPrefix} {
-			if _, err := l.Exec(ctx, lab.HostLANClient, "ip", "route", "replace", dst, "via", via); err != nil {
-				return err
-			}
+		if err := b.latencyAlone(ctx, i, len(targets), files, slot); err != nil {
+			return err
 		}
-		for _, m := range []struct {
-			file string
-			into *latency
-		}{{files["direct"], &p.floor}, {files["services"], slot(p)}} {
-			out, err := l.Exec(ctx, lab.HostLANClient, b.exe, "latency", m.file, strconv.Itoa(b.o.conns))
-			if err != nil {
-				return fmt.Errorf("latency through %s: %w: %s", p.name, err, out)
-			}
-			lat, err := parseLatency(out)
-			if err != nil {
-				return fmt.Errorf("latency through %s: %w: %s", p.name, err, out)
-			}
-			*m.into = lat
-		}
-		say("(c) %d Services, through %s: %s (direct to an endpoint: %s)", len(targets), p.name, slot(p), p.floor)
 	}
+	return nil
+}
+
+// latencyAlone measures (c) through the i-th proxy's node (n Services) with
+// the other proxies stopped.
+func (b *bench) latencyAlone(ctx context.Context, i, n int, files map[string]string, slot func(*proxy) *latency) error {
+	l, p := b.env.Lab, b.proxies[i]
+	resume, err := b.stopOthers(i)
+	defer resume()
+	if err != nil {
+		return err
+	}
+	via := l.NodeIP(p.node).String()
+	for _, dst := range []string{serviceCIDR, sinkPrefix} {
+		if _, err := l.Exec(ctx, lab.HostLANClient, "ip", "route", "replace", dst, "via", via); err != nil {
+			return err
+		}
+	}
+	for _, m := range []struct {
+		file string
+		into *latency
+	}{{files["direct"], &p.floor}, {files["services"], slot(p)}} {
+		out, err := l.Exec(ctx, lab.HostLANClient, b.exe, "latency", m.file, strconv.Itoa(b.o.conns))
+		if err != nil {
+			return fmt.Errorf("latency through %s: %w: %s", p.name, err, out)
+		}
+		lat, err := parseLatency(out)
+		if err != nil {
+			return fmt.Errorf("latency through %s: %w: %s", p.name, err, out)
+		}
+		*m.into = lat
+	}
+	say("(c) %d Services, through %s: %s (direct to an endpoint: %s)", n, p.name, slot(p), p.floor)
 	return nil
 }
 
