@@ -157,11 +157,13 @@
 // 124-172 ms once every Service's endpoints had changed; after a full sync
 // 88-117 ms (medians 99-108; system time 64-83 ms instead of 92-139 ms).
 //
-// Hence the relayout: on a SyncPeriod tick with no change waiting, once
-// partial syncs have written at least half of the Service chains since the
-// last full sync (and at least 1,000), the proxy runs a full sync (2.3-3.2 s
-// at 10,000 x 10, the CPU of about 25 one-change commits; a change arriving
-// meanwhile waits for it). In the lab (benchproxy, 10,000 x 10, ironlb
+// Hence the relayout: on a SyncPeriod tick when no change has arrived for
+// 10 s, once partial syncs have written at least half of the Service chains
+// since the last full sync (and at least 1,000), the proxy runs a full sync
+// (2.3-3.9 s at 10,000 x 10, the CPU of about 25 one-change commits; a change
+// arriving meanwhile waits for it, as for the hourly full sync). The quiet
+// spell keeps it out of bursts: without it, a relayout started right after a
+// burst of creates made the burst's last change wait 2.8 s in the lab. In the lab (benchproxy, 10,000 x 10, ironlb
 // alone) one change went from 114 ms (median of 5) to 94 ms with it.
 //
 // Of the rest of a one-change restore, about 4 ms of CPU is

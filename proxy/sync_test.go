@@ -777,9 +777,9 @@ func TestRelayoutDueWhenHalfTheChainsMoved(t *testing.T) {
 // The loop runs the relayout on its own, on a SyncPeriod tick, and the
 // rules stay what they were.
 func TestLoopRelayouts(t *testing.T) {
-	old := relayoutMinChains
-	relayoutMinChains = 2
-	t.Cleanup(func() { relayoutMinChains = old })
+	old, oldQuiet := relayoutMinChains, relayoutQuiet
+	relayoutMinChains, relayoutQuiet = 2, 50*time.Millisecond
+	t.Cleanup(func() { relayoutMinChains, relayoutQuiet = old, oldQuiet })
 	reg := prometheus.NewPedanticRegistry()
 	e := newEnv(t, func(c *Config) {
 		c.Registerer = reg
@@ -810,5 +810,45 @@ func TestLoopRelayouts(t *testing.T) {
 			t.Errorf("s%d after the relayout reaches %v, want %s", i, got, want)
 		}
 	}
+	checkConsistent(t, e.m4)
+}
+
+// A relayout waits until changes have stopped for relayoutQuiet: it does not
+// start in the middle of a burst, where the burst's next change would wait
+// for it.
+func TestLoopRelayoutWaitsForQuiet(t *testing.T) {
+	old, oldQuiet := relayoutMinChains, relayoutQuiet
+	relayoutMinChains, relayoutQuiet = 2, 400*time.Millisecond
+	t.Cleanup(func() { relayoutMinChains, relayoutQuiet = old, oldQuiet })
+	reg := prometheus.NewPedanticRegistry()
+	e := newEnv(t, func(c *Config) {
+		c.Registerer = reg
+		c.SyncPeriod = 20 * time.Millisecond
+		c.MinSyncPeriod = 10 * time.Millisecond
+	})
+	for i := range 3 {
+		e.add(service("bulk", fmt.Sprint("s", i), bulkIP(i)),
+			slice("bulk", fmt.Sprint("s", i), fmt.Sprint("s", i, "-a"), httpPort(8080), ep{ip: fmt.Sprintf("198.18.5.%d", i+1), node: "node2"}))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { e.p.loop(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	full := func() float64 { return testutil.ToFloat64(e.p.metrics.syncs.WithLabelValues("IPv4", "full")) }
+	partial := func() float64 { return testutil.ToFloat64(e.p.metrics.syncs.WithLabelValues("IPv4", "partial")) }
+	waitFor(t, "first sync", func() bool { return full() == 1 })
+	// A burst: a change every 60 ms (three SyncPeriod ticks apart, each a
+	// chance for a relayout once two of the three chains were rewritten).
+	for round := range 12 {
+		i := round % 3
+		before := partial()
+		e.add(slice("bulk", fmt.Sprint("s", i), fmt.Sprint("s", i, "-a"), httpPort(8080), ep{ip: fmt.Sprintf("198.18.6.%d", round+1), node: "node3"}))
+		waitFor(t, "the change synced", func() bool { return partial() > before })
+		if full() != 1 {
+			t.Fatalf("a relayout started during the burst, after change %d", round+1)
+		}
+		time.Sleep(60 * time.Millisecond)
+	}
+	waitFor(t, "a relayout once the burst is over", func() bool { return full() == 2 })
 	checkConsistent(t, e.m4)
 }

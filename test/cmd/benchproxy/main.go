@@ -142,9 +142,12 @@ type proxy struct {
 	bAloneErr  string
 	process    *lab.Process // its process group is stopped while another proxy is measured alone
 	c100, c10k latency
-	floor      latency
-	behind     string // why (c) at the full size was not measured
-	syncs      string // the proxy's own sync metrics at the end
+	// c10kStill is (c) at the full size with the proxy's own process stopped
+	// too: the kernel's rules alone, without the proxy's background work.
+	c10kStill latency
+	floor     latency
+	behind    string // why (c) at the full size was not measured
+	syncs     string // the proxy's own sync metrics at the end
 }
 
 type latency struct {
@@ -689,6 +692,25 @@ func (b *bench) latencyAlone(ctx context.Context, i, n int, files map[string]str
 		*m.into = lat
 	}
 	say("(c) %d Services, through %s: %s (direct to an endpoint: %s)", n, p.name, slot(p), p.floor)
+	if n != b.o.services || p.process == nil {
+		return nil
+	}
+	// Again with the proxy's own process stopped: what its rules cost
+	// without what its process does meanwhile (canary checks, syncs).
+	if err := syscall.Kill(-p.process.Pid(), syscall.SIGSTOP); err != nil {
+		return fmt.Errorf("stopping %s: %w", p.name, err)
+	}
+	out, err := l.Exec(ctx, lab.HostLANClient, b.exe, "latency", files["services"], strconv.Itoa(b.o.conns))
+	if err := syscall.Kill(-p.process.Pid(), syscall.SIGCONT); err != nil {
+		say("continuing %s: %v", p.name, err)
+	}
+	if err != nil {
+		return fmt.Errorf("latency through %s, stopped: %w: %s", p.name, err, out)
+	}
+	if p.c10kStill, err = parseLatency(out); err != nil {
+		return fmt.Errorf("latency through %s, stopped: %w: %s", p.name, err, out)
+	}
+	say("(c) %d Services, through %s with its process stopped too: %s", n, p.name, p.c10kStill)
 	return nil
 }
 
@@ -736,6 +758,12 @@ func (b *bench) report() {
 			return "not measured: " + p.behind
 		}
 		return p.c10k.String()
+	})
+	row(fmt.Sprintf("(c) %d Services, the proxy's process stopped too (its rules alone)", b.o.services), func(p *proxy) string {
+		if p.behind != "" {
+			return "not measured"
+		}
+		return p.c10kStill.String()
 	})
 	row("(c) floor: to an endpoint directly, through the same node", func(p *proxy) string { return p.floor.String() })
 	row("the proxy's own sync metrics (partial syncs for ironlb)", func(p *proxy) string { return p.syncs })
