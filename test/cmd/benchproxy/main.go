@@ -145,9 +145,11 @@ type proxy struct {
 	// c10kStill is (c) at the full size with the proxy's own process stopped
 	// too: the kernel's rules alone, without the proxy's background work.
 	c10kStill latency
-	floor     latency
-	behind    string // why (c) at the full size was not measured
-	syncs     string // the proxy's own sync metrics at the end
+	// floor is to an endpoint directly through the proxy's node, at the
+	// last size measured; floor100 and floor10k at each size.
+	floor, floor100, floor10k latency
+	behind                    string // why (c) at the full size was not measured
+	syncs                     string // the proxy's own sync metrics at the end
 }
 
 type latency struct {
@@ -677,21 +679,15 @@ func (b *bench) latencyAlone(ctx context.Context, i, n int, files map[string]str
 			return err
 		}
 	}
-	for _, m := range []struct {
-		file string
-		into *latency
-	}{{files["direct"], &p.floor}, {files["services"], slot(p)}} {
-		out, err := l.Exec(ctx, lab.HostLANClient, b.exe, "latency", m.file, strconv.Itoa(b.o.conns))
-		if err != nil {
-			return fmt.Errorf("latency through %s: %w: %s", p.name, err, out)
-		}
-		lat, err := parseLatency(out)
-		if err != nil {
-			return fmt.Errorf("latency through %s: %w: %s", p.name, err, out)
-		}
-		*m.into = lat
+	if p.floor, *slot(p), err = b.latencyRounds(ctx, files); err != nil {
+		return fmt.Errorf("latency through %s: %w", p.name, err)
 	}
 	say("(c) %d Services, through %s: %s (direct to an endpoint: %s)", n, p.name, slot(p), p.floor)
+	if n == b.o.services {
+		p.floor10k = p.floor
+	} else {
+		p.floor100 = p.floor
+	}
 	if n != b.o.services || p.process == nil {
 		return nil
 	}
@@ -700,18 +696,55 @@ func (b *bench) latencyAlone(ctx context.Context, i, n int, files map[string]str
 	if err := syscall.Kill(-p.process.Pid(), syscall.SIGSTOP); err != nil {
 		return fmt.Errorf("stopping %s: %w", p.name, err)
 	}
-	out, err := l.Exec(ctx, lab.HostLANClient, b.exe, "latency", files["services"], strconv.Itoa(b.o.conns))
+	_, p.c10kStill, err = b.latencyRounds(ctx, files)
 	if err := syscall.Kill(-p.process.Pid(), syscall.SIGCONT); err != nil {
 		say("continuing %s: %v", p.name, err)
 	}
 	if err != nil {
-		return fmt.Errorf("latency through %s, stopped: %w: %s", p.name, err, out)
-	}
-	if p.c10kStill, err = parseLatency(out); err != nil {
-		return fmt.Errorf("latency through %s, stopped: %w: %s", p.name, err, out)
+		return fmt.Errorf("latency through %s, stopped: %w", p.name, err)
 	}
 	say("(c) %d Services, through %s with its process stopped too: %s", n, p.name, p.c10kStill)
 	return nil
+}
+
+// latencyRounds measures new connections from lanclient to endpoints
+// directly and to Services, alternating in 5 rounds of conns/5 each, so that
+// both see the same moments of a shared machine; each figure is the median
+// of the rounds' (p50 of the p50s, p99 of the p99s).
+func (b *bench) latencyRounds(ctx context.Context, files map[string]string) (direct, services latency, err error) {
+	const rounds = 5
+	var d, s []latency
+	for range rounds {
+		for _, m := range []struct {
+			file string
+			into *[]latency
+		}{{files["direct"], &d}, {files["services"], &s}} {
+			out, err := b.env.Lab.Exec(ctx, lab.HostLANClient, b.exe, "latency", m.file, strconv.Itoa(max(1, b.o.conns/rounds)))
+			if err != nil {
+				return direct, services, fmt.Errorf("%w: %s", err, out)
+			}
+			lat, err := parseLatency(out)
+			if err != nil {
+				return direct, services, fmt.Errorf("%w: %s", err, out)
+			}
+			*m.into = append(*m.into, lat)
+		}
+	}
+	return medianLatency(d), medianLatency(s), nil
+}
+
+// medianLatency combines rounds: counts add up, p50, p99 and avg are the
+// rounds' medians.
+func medianLatency(ls []latency) latency {
+	var out latency
+	var p50, p99, avg []time.Duration
+	for _, l := range ls {
+		out.n += l.n
+		out.fail += l.fail
+		p50, p99, avg = append(p50, l.p50), append(p99, l.p99), append(avg, l.avg)
+	}
+	out.p50, out.p99, out.avg = median(p50), median(p99), median(avg)
+	return out
 }
 
 // syncMetrics records each proxy's own account of its syncs.
@@ -792,6 +825,8 @@ func (b *bench) report() {
 	fmt.Printf("  (c) ironlb at %d: p50 %s p99 %s; kube-proxy iptables at %d: p50 %s p99 %s: p50 %v, p99 %v\n",
 		b.o.services, us(ps[0].c10k.p50), us(ps[0].c10k.p99), b.o.small, us(kp.c100.p50), us(kp.c100.p99),
 		ps[0].c10k.p50 <= kp.c100.p50, ps[0].c10k.p99 <= kp.c100.p99)
+	fmt.Printf("  (c) over the node's own floor (direct to an endpoint through the same node, same rounds), p50: ironlb at %d %s, kube-proxy iptables at %d %s\n",
+		b.o.services, us(ps[0].c10k.p50-ps[0].floor10k.p50), b.o.small, us(kp.c100.p50-kp.floor100.p50))
 	for _, other := range ps[1:] {
 		for _, c := range []struct {
 			n    int
