@@ -374,8 +374,9 @@ var relayoutQuiet = 10 * time.Second
 
 // relayout marks for a full sync every family whose chains partial syncs
 // have mostly rewritten (familySyncer.relayoutDue) and reports whether any
-// was. It runs on the canary tick when no change is waiting, so it happens at
-// most once per SyncPeriod and never ahead of a change.
+// was. It runs on the canary tick once no change has arrived for
+// relayoutQuiet, so it happens at most once per SyncPeriod and never ahead of
+// a change that is waiting.
 func (p *Proxier) relayout() bool {
 	p.syncMu.Lock()
 	defer p.syncMu.Unlock()
