@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -55,7 +56,8 @@ type Env struct {
 	Controller string
 	log        io.Writer
 	ctrlCount  int
-	pids       []int              // processes started through the Env (besides the control plane)
+	pidsMu     sync.Mutex         // speakers start concurrently (StartSpeakers, tests)
+	pids       []int              // processes started through the Env (besides the control plane); pidsMu
 	extra      []*cluster.Cluster // further control planes (StartControlPlane)
 	speaker    speakerState       // shared by the speakers and kube-proxies (speaker.go)
 	audit      bool               // Options.Audit
@@ -71,7 +73,16 @@ func (e *Env) PIDs() []int {
 			pids = append(pids, c.PIDs()...)
 		}
 	}
+	e.pidsMu.Lock()
+	defer e.pidsMu.Unlock()
 	return append(pids, e.pids...)
+}
+
+// track records a process the Env started, for PIDs.
+func (e *Env) track(pid int) {
+	e.pidsMu.Lock()
+	defer e.pidsMu.Unlock()
+	e.pids = append(e.pids, pid)
 }
 
 // Leftovers lists what of this Env still exists after Down: network namespaces and
@@ -337,7 +348,7 @@ func (e *Env) startController(ctx context.Context, c *cluster.Cluster, fastLease
 	if err != nil {
 		return nil, err
 	}
-	e.pids = append(e.pids, p.Pid())
+	e.track(p.Pid())
 	return &Controller{Process: p, Name: name, MetricsAddr: metrics}, nil
 }
 
@@ -371,7 +382,7 @@ func (e *Env) StartBackends(ctx context.Context, namespace, service, app string,
 			return nil, err
 		}
 		out = append(out, Backend{Pod: pod, Process: p})
-		e.pids = append(e.pids, p.Pid())
+		e.track(p.Pid())
 		eps = append(eps, cluster.Endpoint{Name: pod.Name, Node: e.Lab.NodeName(node), IP: pod.IP, Ready: true, Serving: true})
 	}
 	if err := e.Cluster.SetEndpoints(ctx, namespace, service, int32(port), corev1.ProtocolTCP, eps); err != nil {

@@ -128,7 +128,7 @@ func (e *Env) StartIngress(ctx context.Context, node int, name string, env []str
 	if err != nil {
 		return nil, err
 	}
-	e.pids = append(e.pids, p.Pid())
+	e.track(p.Pid())
 	ing := &Ingress{Process: p, Pod: pod, MetricsAddr: metrics}
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()

@@ -215,7 +215,7 @@ func (e *Env) RunContainer(ctx context.Context, r ContainerRun) (_ *ContainerPro
 	if err != nil {
 		return nil, err
 	}
-	e.pids = append(e.pids, p.Pid())
+	e.track(p.Pid())
 	cp := &ContainerProcess{Process: p, Want: id, Binary: bin, dir: dir}
 	go func() { <-p.Done(); os.RemoveAll(dir) }()
 	return cp, nil

@@ -67,7 +67,7 @@ func (e *Env) StartKubeProxyMode(ctx context.Context, i int, mode string, within
 	if err != nil {
 		return nil, err
 	}
-	e.pids = append(e.pids, p.Pid())
+	e.track(p.Pid())
 	wctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()
 	url := "http://" + netip.AddrPortFrom(ip, KubeProxyHealthzPort).String() + "/healthz"

@@ -183,7 +183,7 @@ func (e *Env) StartSpeaker(ctx context.Context, i int, extra ...string) (*Speake
 	if err != nil {
 		return nil, err
 	}
-	e.pids = append(e.pids, p.Pid())
+	e.track(p.Pid())
 	sp := &Speaker{Process: p, Node: i, Name: host, MetricsAddr: metrics}
 	if err := e.WaitSpeakerReady(ctx, sp, 30*time.Second); err != nil {
 		_ = p.Stop()
@@ -428,7 +428,7 @@ func (e *Env) StartBackendsOn(ctx context.Context, namespace, service, app strin
 		if err != nil {
 			return nil, err
 		}
-		e.pids = append(e.pids, p.Pid())
+		e.track(p.Pid())
 		out = append(out, Backend{Pod: pod, Process: p})
 	}
 	return out, e.PublishEndpoints(ctx, namespace, service, port, out, false)
