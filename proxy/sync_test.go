@@ -774,15 +774,16 @@ func TestRelayoutDueWhenHalfTheChainsMoved(t *testing.T) {
 	}
 }
 
-// The loop runs the relayout on its own, on a SyncPeriod tick, and the
-// rules stay what they were.
-func TestLoopRelayouts(t *testing.T) {
+// relayoutLoop runs the sync loop (SyncPeriod 20 ms) over three Services in
+// 198.18.5.0/24 with a relayout due after 2 rewritten chains and quiet
+// spells of quiet, until the test ends.
+func relayoutLoop(t *testing.T, quiet time.Duration) *env {
+	t.Helper()
 	old, oldQuiet := relayoutMinChains, relayoutQuiet
-	relayoutMinChains, relayoutQuiet = 2, 50*time.Millisecond
+	relayoutMinChains, relayoutQuiet = 2, quiet
 	t.Cleanup(func() { relayoutMinChains, relayoutQuiet = old, oldQuiet })
-	reg := prometheus.NewPedanticRegistry()
 	e := newEnv(t, func(c *Config) {
-		c.Registerer = reg
+		c.Registerer = prometheus.NewPedanticRegistry()
 		c.SyncPeriod = 20 * time.Millisecond
 		c.MinSyncPeriod = 10 * time.Millisecond
 	})
@@ -793,7 +794,14 @@ func TestLoopRelayouts(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { e.p.loop(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	t.Cleanup(func() { cancel(); <-done })
+	return e
+}
+
+// The loop runs the relayout on its own, on a SyncPeriod tick, and the
+// rules stay what they were.
+func TestLoopRelayouts(t *testing.T) {
+	e := relayoutLoop(t, 50*time.Millisecond)
 	full := func() float64 { return testutil.ToFloat64(e.p.metrics.syncs.WithLabelValues("IPv4", "full")) }
 	waitFor(t, "first sync", func() bool { return full() == 1 })
 	for i := range 2 {
@@ -817,23 +825,7 @@ func TestLoopRelayouts(t *testing.T) {
 // start in the middle of a burst, where the burst's next change would wait
 // for it.
 func TestLoopRelayoutWaitsForQuiet(t *testing.T) {
-	old, oldQuiet := relayoutMinChains, relayoutQuiet
-	relayoutMinChains, relayoutQuiet = 2, 400*time.Millisecond
-	t.Cleanup(func() { relayoutMinChains, relayoutQuiet = old, oldQuiet })
-	reg := prometheus.NewPedanticRegistry()
-	e := newEnv(t, func(c *Config) {
-		c.Registerer = reg
-		c.SyncPeriod = 20 * time.Millisecond
-		c.MinSyncPeriod = 10 * time.Millisecond
-	})
-	for i := range 3 {
-		e.add(service("bulk", fmt.Sprint("s", i), bulkIP(i)),
-			slice("bulk", fmt.Sprint("s", i), fmt.Sprint("s", i, "-a"), httpPort(8080), ep{ip: fmt.Sprintf("198.18.5.%d", i+1), node: "node2"}))
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { e.p.loop(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	e := relayoutLoop(t, 400*time.Millisecond)
 	full := func() float64 { return testutil.ToFloat64(e.p.metrics.syncs.WithLabelValues("IPv4", "full")) }
 	partial := func() float64 { return testutil.ToFloat64(e.p.metrics.syncs.WithLabelValues("IPv4", "partial")) }
 	waitFor(t, "first sync", func() bool { return full() == 1 })
