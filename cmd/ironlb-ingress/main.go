@@ -19,7 +19,6 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
-	"net/http/pprof"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -37,6 +36,7 @@ import (
 	"github.com/ironlb/ironlb/ingress/controller"
 	"github.com/ironlb/ironlb/ingress/server"
 	"github.com/ironlb/ironlb/internal/kubeclient"
+	"github.com/ironlb/ironlb/internal/pprofmux"
 )
 
 func main() {
@@ -137,11 +137,7 @@ func run(kubeconfig, ingressClass, publishService, httpAddr, httpsAddr, metricsA
 func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, profiling bool, ready func() bool) error {
 	mux := http.NewServeMux()
 	if profiling {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		pprofmux.Register(mux)
 	}
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })

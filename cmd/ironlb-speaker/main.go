@@ -22,7 +22,6 @@ import (
 	goflag "flag"
 	"fmt"
 	"net/http"
-	"net/http/pprof"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -39,6 +38,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/ironlb/ironlb/internal/kubeclient"
+	"github.com/ironlb/ironlb/internal/pprofmux"
 	"github.com/ironlb/ironlb/proxy"
 	"github.com/ironlb/ironlb/proxy/iptables"
 	"github.com/ironlb/ironlb/speaker"
@@ -219,11 +219,7 @@ func run(ctx context.Context, o options) error {
 func metricsHandler(reg *prometheus.Registry, ready func() error, profiling bool) http.Handler {
 	mux := http.NewServeMux()
 	if profiling {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		pprofmux.Register(mux)
 	}
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
